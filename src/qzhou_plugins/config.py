@@ -1,0 +1,76 @@
+"""The settings that decide how a model is loaded and how texts are encoded.
+
+They live in one pydantic model so that every adapter accepts the same options, validates them the
+same way, and can persist them (Chroma stores them in the collection).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_MODEL = "Kingsoft-LLM/QZhou-Embedding"
+"""The hub id of QZhou-Embedding, the model this package is built for."""
+
+QZHOU_DEFAULT_MAX_LENGTH = 8192
+"""QZhou's context in practice: the authors trained and report up to 8k tokens."""
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+Pooling = Literal["mean", "cls", "last", "max"]
+AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+
+
+class EncoderConfig(BaseModel):
+    """How to load a model and encode with it.
+
+    ``None`` means "decide from the model and the machine": the device is CUDA when it is available,
+    the dtype is bf16 on CUDA and fp32 on CPU, pooling and maximum length come from the model's own
+    files (mean pooling and 8,192 tokens for QZhou).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(
+        default=DEFAULT_MODEL, description="Local directory or Hugging Face hub id of the checkpoint."
+    )
+    device: str | None = Field(default=None, description="torch device; None picks CUDA when present.")
+    dtype: DType = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    max_length: int | None = Field(
+        default=None, gt=0, description="Tokens per text (instruction included) before truncation."
+    )
+    batch_tokens: int = Field(
+        default=16384,
+        gt=0,
+        description="Token budget of one forward pass: texts x longest text in the batch, padding included.",
+    )
+    normalize: bool = Field(default=True, description="L2-normalise vectors so that dot product = cosine.")
+    pooling: Pooling | None = Field(default=None, description="None: the model family's own pooling.")
+    attn_implementation: AttentionImplementation = "sdpa"
+    bidirectional: bool | None = Field(
+        default=None,
+        description="Force bidirectional attention on a decoder checkpoint; None: QZhou checkpoints only.",
+    )
+    show_progress: bool | None = Field(
+        default=None, description="Progress bar; None shows it only for long jobs."
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must be a local directory or a hub id, not an empty string")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str | None) -> str | None:
+        if value is None or value == "auto":
+            return None
+        import torch
+
+        try:
+            torch.device(value)
+        except RuntimeError as error:
+            raise ValueError(f"device {value!r} is not a torch device ({error})") from None
+        return value

