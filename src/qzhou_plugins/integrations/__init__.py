@@ -1,0 +1,1 @@
+"""Framework adapters: each imports the core and its own framework only."""
