@@ -20,7 +20,6 @@ import json
 from enum import Enum
 from functools import cache
 from importlib import resources
-from typing import Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,7 +55,7 @@ class Task(BaseModel):
     both_sides: bool = False
 
 
-TaskLike = Union[str, TaskType, Task, None]
+TaskLike = str | TaskType | Task | None
 
 _RETRIEVAL_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 _SIMILARITY_INSTRUCTION = "Retrieve semantically similar text"
@@ -81,9 +80,7 @@ TASK_TYPE_DEFAULTS: dict[TaskType, Task] = {
         instruction="Identify the topic or theme of the given text",
         both_sides=True,
     ),
-    TaskType.SUMMARIZATION: Task(
-        name="summarization", instruction=_SIMILARITY_INSTRUCTION, both_sides=True
-    ),
+    TaskType.SUMMARIZATION: Task(name="summarization", instruction=_SIMILARITY_INSTRUCTION, both_sides=True),
     TaskType.BITEXT: Task(
         name="bitext",
         instruction="Retrieve parallel sentences",
@@ -142,8 +139,11 @@ def resolve_task(task: TaskLike) -> Task:
         return Task(name="custom", instruction=task)
     candidates = list(types) + list(table)
     close = difflib.get_close_matches(text, candidates, n=5, cutoff=0.6)
-    close += [c for c in difflib.get_close_matches(text.lower(), by_lower, n=5, cutoff=0.6)
-              if by_lower[c] not in close]
+    close += [
+        c
+        for c in difflib.get_close_matches(text.lower(), by_lower, n=5, cutoff=0.6)
+        if by_lower[c] not in close
+    ]
     hint = f" Close matches: {', '.join(close)}." if close else ""
     raise UnknownTaskError(
         f"Unknown task {task!r}.{hint} Use a task type ({', '.join(types)}), a published task name "

@@ -131,9 +131,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _sentence_transformers_pooling(path: Path) -> Pooling | None:
     """The pooling a sentence-transformers model declares in its Pooling module, if it has one."""
-    for module in json.loads((path / "modules.json").read_text("utf-8")) if (
-        path / "modules.json"
-    ).is_file() else []:
+    for module in (
+        json.loads((path / "modules.json").read_text("utf-8")) if (path / "modules.json").is_file() else []
+    ):
         if str(module.get("type", "")).endswith("Pooling"):
             settings = _read_json(path / module.get("path", "") / "config.json")
             for key, mode in (
