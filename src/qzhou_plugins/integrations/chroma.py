@@ -80,14 +80,23 @@ def same_model(first: str, second: str) -> bool:
     return all(path.is_dir() for path in paths) and paths[0].resolve() == paths[1].resolve()
 
 
-def fingerprint_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of an embedding function config that decides whether two vectors are comparable."""
+    return {key: config.get(key) for key in FINGERPRINT_KEYS}
+
+
+def fingerprint_differences(
+    recorded: Mapping[str, Any],
+    wanted: Mapping[str, Any],
+    labels: tuple[str, str] = ("the collection has", "you asked for"),
+) -> list[str]:
     """One line per fingerprint field that differs between two embedding function configs."""
     lines = []
     for key in FINGERPRINT_KEYS:
         old, new = recorded.get(key), wanted.get(key)
         equal = same_model(old, new) if key == "model" and old and new else old == new
         if not equal:
-            lines.append(f"{key.replace('_', ' ')}: the collection has {old!r}, you asked for {new!r}")
+            lines.append(f"{key.replace('_', ' ')}: {labels[0]} {old!r}, {labels[1]} {new!r}")
     return lines
 
 

@@ -39,12 +39,16 @@ from .chroma import (
     EMBEDDING_FUNCTION_NAME,
     PERSISTED_OPTIONS,
     QZhouEmbeddingFunction,
+    fingerprint,
     fingerprint_differences,
     same_model,
     task_from_config,
 )
 
 logger = logging.getLogger("qzhou_plugins")
+
+FINGERPRINT_METADATA_KEY = "qzhou:fingerprint"
+"""Collection metadata key of the fingerprint (model, dimension, prefixes, ...) written at creation."""
 
 DEFAULT_PATH = "./chroma"
 """Where :meth:`QZhouCollection.open` keeps an embedded database when given neither path nor client."""
@@ -165,7 +169,11 @@ class QZhouCollection:
                 )
             encoder = Encoder.shared(model=model or DEFAULT_MODEL, **encoder_options)
             function = QZhouEmbeddingFunction.from_encoder(encoder, task)
-            collection = client.get_or_create_collection(name, embedding_function=function)  # type: ignore[arg-type]
+            collection = client.get_or_create_collection(
+                name,
+                embedding_function=function,  # type: ignore[arg-type]
+                metadata={FINGERPRINT_METADATA_KEY: json.dumps(fingerprint(function.get_config()))},
+            )
             # Another process may have created it first, with other settings: check what is there.
             _check_recorded(collection, function.get_config())
             return cls(client, collection, function)
@@ -224,8 +232,11 @@ class QZhouCollection:
         with tqdm(total=total, unit="text", desc=f"Adding to {self.name}", disable=not show) as progress:
             for batch in _batches(texts, metadatas, ids, batch_size):
                 new, present = self._split_present(batch)
-                conflicts += [record.id for record in batch.records if present.get(record.id, record.text)
-                              != record.text]
+                conflicts += [
+                    record.id
+                    for record in batch.records
+                    if present.get(record.id, record.text) != record.text
+                ]
                 if new:
                     texts_to_embed = [record.text for record in new]
                     vectors = self.embedding_function.embed_documents(texts_to_embed, show_progress=False)
@@ -300,8 +311,13 @@ class QZhouCollection:
         results = []
         for position, query in enumerate(queries):
             hits = [
-                Hit(id=id_, document=document or "", metadata=dict(metadata or {}), distance=float(distance),
-                    score=_similarity(space, float(distance)))
+                Hit(
+                    id=id_,
+                    document=document or "",
+                    metadata=dict(metadata or {}),
+                    distance=float(distance),
+                    score=_similarity(space, float(distance)),
+                )
                 for id_, document, metadata, distance in zip(
                     raw["ids"][position],
                     (raw["documents"] or [[]])[position],
@@ -337,8 +353,8 @@ class QZhouCollection:
         options). With ``new_name`` the result is a new collection and this one is left as it is.
         Without it the records are copied into a staging collection (named after the new setup, so
         an interrupted run resumes), checked to hold every id, and only then swapped in: this one is
-        renamed aside, the staging one takes its name, and the old one is deleted last. Use the
-        returned object afterwards; this one then refers to the deleted collection.
+        renamed aside, the staging one takes its name, and the old one is deleted last; this object
+        (which is returned) then stands for the new collection.
         """
         chosen_model = model if model is not None else self.model
         options = dict(encoder_options)
@@ -372,8 +388,9 @@ class QZhouCollection:
         with tqdm(total=total, unit="text", desc=f"Re-embedding {self.name}", disable=not show) as progress:
             for found in self._pages(["documents", "metadatas"], page=batch_size):
                 metadatas = found["metadatas"] or [None] * len(found["ids"])
-                target.add(found["documents"], metadatas, found["ids"], batch_size=batch_size,
-                           show_progress=False)
+                target.add(
+                    found["documents"], metadatas, found["ids"], batch_size=batch_size, show_progress=False
+                )
                 progress.update(len(found["ids"]))
         source_ids, target_ids = self._ids(), target._ids()
         if source_ids != target_ids:
@@ -390,7 +407,11 @@ class QZhouCollection:
         target.collection.modify(name=original_name)
         self.client.delete_collection(aside)
         logger.info("re-embedded %r with %r; the previous vectors were deleted", original_name, chosen_model)
-        return QZhouCollection(self.client, target.collection, target.embedding_function)
+        # This object now stands for the new collection too, so that no caller keeps a stale one.
+        self.collection, self.embedding_function, self.encoder = (
+            target.collection, target.embedding_function, target.encoder,
+        )  # fmt: skip
+        return self
 
     def _pages(self, include: list[str], page: int = 1000) -> Iterator[dict[str, Any]]:
         """The whole collection, ``page`` records at a time (``include`` as in ``Collection.get``)."""
@@ -436,21 +457,29 @@ def _batches(
     batch_size: int,
 ) -> Iterator[_Batch]:
     """Validated batches of records; raises at the first batch with a problem, naming positions."""
-    for label, value, kind in (("texts", texts, "strings"), ("metadatas", metadatas, "mappings"),
-                               ("ids", ids, "strings")):
+    for label, value, kind in (
+        ("texts", texts, "strings"),
+        ("metadatas", metadatas, "mappings"),
+        ("ids", ids, "strings"),
+    ):
         if isinstance(value, (str, bytes, Mapping)):
-            raise TypeError(f"{label} must be an iterable of {kind}, one per text, not a single "
-                            f"{type(value).__name__}")
+            raise TypeError(
+                f"{label} must be an iterable of {kind}, one per text, not a single {type(value).__name__}"
+            )
         if value is not None and not isinstance(value, Iterable):
             raise TypeError(f"{label} must be an iterable of {kind}, not {type(value).__name__}")
     if all(isinstance(part, Sized) for part in (texts, metadatas, ids) if part is not None):
-        lengths = {label: len(part) for label, part in (("texts", texts), ("metadatas", metadatas),
-                                                         ("ids", ids)) if part is not None}  # type: ignore[arg-type]
+        lengths = {
+            label: len(part)
+            for label, part in (("texts", texts), ("metadatas", metadatas), ("ids", ids))
+            if part is not None
+        }  # type: ignore[arg-type]
         if len(set(lengths.values())) > 1:
             raise ValueError("lengths differ: " + ", ".join(f"{n} {label}" for label, n in lengths.items()))
     seen: dict[str, int] = {}
-    rows = zip_longest(texts, metadatas if metadatas is not None else (), ids if ids is not None else (),
-                       fillvalue=_MISSING)
+    rows = zip_longest(
+        texts, metadatas if metadatas is not None else (), ids if ids is not None else (), fillvalue=_MISSING
+    )
     position = 0
     chunk: list[tuple[Any, Any, Any]] = []
     for row in rows:
@@ -467,16 +496,22 @@ def _check_batch(
     rows: list[tuple[Any, Any, Any]], start: int, with_metadatas: bool, with_ids: bool, seen: dict[str, int]
 ) -> _Batch:
     texts, metadatas, ids = zip(*rows, strict=True)
-    for label, column, given in (("texts", texts, True), ("metadatas", metadatas, with_metadatas),
-                                 ("ids", ids, with_ids)):
+    for label, column, given in (
+        ("texts", texts, True),
+        ("metadatas", metadatas, with_metadatas),
+        ("ids", ids, with_ids),
+    ):
         ended = [start + i for i, value in enumerate(column) if (value is _MISSING) == given]
         if ended:
             raise ValueError(f"{label} ended after {ended[0]} items while the other inputs went on")
-    try:
-        validate_texts(list(texts))
-    except (TypeError, ValueError) as error:
-        where = f" (positions counted from text {start} of the stream)" if start else ""
-        raise type(error)(f"{error}{where}") from None
+    for offset, text in enumerate(texts):
+        if not isinstance(text, str):
+            kind = "None" if text is None else f"a {type(text).__name__}"
+            raise TypeError(f"texts must be strings: texts[{start + offset}] is {kind}")
+        if not text.strip():
+            raise ValueError(
+                f"texts must not be empty or whitespace-only: texts[{start + offset}] is {text!r}"
+            )
     records = []
     for offset, text in enumerate(texts):
         position = start + offset
@@ -530,6 +565,21 @@ def _recorded_config(collection: Collection) -> dict[str, Any]:
         )
     config = dict(persisted.get("config") or {})
     QZhouEmbeddingFunction.validate_config(config)
+    # Chroma writes a collection.modify(configuration=...) before it asks the embedding function
+    # whether the update is acceptable, so the record can have changed under the vectors: the copy
+    # of the fingerprint kept in the collection metadata at creation tells.
+    written = (collection.metadata or {}).get(FINGERPRINT_METADATA_KEY)
+    if isinstance(written, str):
+        differences = fingerprint_differences(
+            json.loads(written), config, labels=("the vectors were made with", "the record now says")
+        )
+        if differences:
+            listed = "".join(f"\n  - {line}" for line in differences)
+            raise CollectionMismatchError(
+                f"the embedding function recorded in collection {collection.name!r} was changed after its "
+                f"vectors were written (with collection.modify?):{listed}\nIt was left untouched. Put the "
+                "original embedding function back, or copy its documents into a new collection."
+            )
     return config
 
 
