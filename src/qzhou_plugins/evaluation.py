@@ -452,7 +452,7 @@ def evaluate_retrieval(
     """Embed the corpus (document side) and the judged queries (query side), search exactly, score.
 
     ``task`` defaults to retrieval, whose instruction goes on queries only, as in the published
-    evaluation; pass a published task name (``"SciFact"``) or a custom instruction to override it.
+    evaluation; pass a published task name (``"FiQA2018"``) or a custom instruction to override it.
     """
     dataset = data if isinstance(data, RetrievalDataset) else load_beir(data, split=split)
     started = time.perf_counter()
