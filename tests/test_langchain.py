@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -407,3 +408,58 @@ async def test_aembed_documents_equals_sync(minilm_embeddings: QZhouEmbeddings) 
     )
     with pytest.raises(ValueError, match="query must not be empty"):
         await minilm_embeddings.aembed_query("")
+
+
+# -- the example notebook -----------------------------------------------------------------------------
+
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "langchain_rag.ipynb"
+
+
+def execute_notebook(path: Path) -> Any:
+    """Run ``path`` in a kernel of this very interpreter, whatever kernelspecs the machine has.
+
+    An empty list of kernel directories makes jupyter_client fall back to ipykernel's native spec,
+    which launches ``sys.executable``: a fresh CI virtualenv needs no ``ipykernel install`` step, and a
+    user-level ``python3`` spec pointing at another Python cannot hijack the run.
+    """
+    import nbformat
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpecManager
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell("import sys\nprint('kernel prefix:', sys.prefix)"))
+    manager = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
+    client = NotebookClient(
+        notebook, km=manager, timeout=600, resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()
+    return notebook
+
+
+def printed(notebook: Any) -> str:
+    return "\n".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.get("output_type") == "stream" and output.get("name") == "stdout"
+    )
+
+
+@pytest.mark.parametrize("data", ["scifact", "sample"])
+def test_notebook_runs(data: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: Any) -> None:
+    import sys
+
+    shared = request.getfixturevalue("scifact_dir").parent if data == "scifact" else tmp_path
+    monkeypatch.setenv("QZHOU_SHARED_DATA", str(shared))
+    output = printed(execute_notebook(NOTEBOOK))
+    assert f"kernel prefix: {sys.prefix}" in output
+    assert output.startswith(f"{data}: ")
+    assert "prefixes (query, document): ('', '')" in output
+    assert "--- answer ---" in output
+    if data == "scifact":
+        assert "MMR then QZhouReranker:   hit@3 = " in output
+    else:
+        assert "Green tea: about 70 to 80 degrees Celsius" in output
