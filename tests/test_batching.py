@@ -23,6 +23,15 @@ def test_plan_respects_the_budget_and_covers_every_text_once() -> None:
     assert padding_share(lengths, batches) < 0.05
 
 
+def test_a_large_budget_does_not_mix_very_different_lengths() -> None:
+    lengths = [400] * 10 + [300] * 10 + [20] * 100
+    batches = plan_batches(lengths, 1_000_000)
+    assert padding_share(lengths, batches) == 0.0
+    assert sorted(len(batch) for batch in batches) == [10, 10, 100]
+    # Below min_batch_tokens, a few padded positions are cheaper than another forward pass.
+    assert len(plan_batches([30, 25, 20], 1_000_000)) == 1
+
+
 def test_a_text_longer_than_the_budget_gets_a_batch_of_its_own() -> None:
     batches = plan_batches([5, 900, 7], 100)
     assert [900] in [[[5, 900, 7][p] for p in b] for b in batches]

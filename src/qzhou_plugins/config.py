@@ -40,7 +40,7 @@ class EncoderConfig(BaseModel):
         default=None, gt=0, description="Tokens per text (instruction included) before truncation."
     )
     batch_tokens: int = Field(
-        default=16384,
+        default=4096,
         gt=0,
         description="Token budget of one forward pass: texts x longest text in the batch, padding included.",
     )
