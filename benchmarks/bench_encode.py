@@ -125,8 +125,10 @@ def compare(name: str, ours: Encoder, theirs: object, texts: list[str], repeats:
     cosines = np.sum(best_ours.vectors * best_theirs.vectors, axis=1)
     our_padding = padding_share(lengths, plan_batches(lengths, ours.config.batch_tokens))
     their_padding = st_padding_share(lengths, texts)
-    print(f"\n== {name}: {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}), "
-          f"{torch.get_num_threads()} threads, best of {repeats}")
+    print(
+        f"\n== {name}: {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}), "
+        f"{torch.get_num_threads()} threads, best of {repeats}"
+    )
     print(f"{'':24}{'texts/s':>10}{'tokens/s':>11}{'padding':>9}{'peak RSS':>11}")
     for label, run, padding in (
         ("qzhou-plugins Encoder", best_ours, our_padding),
@@ -137,8 +139,10 @@ def compare(name: str, ours: Encoder, theirs: object, texts: list[str], repeats:
             f"{padding:9.1%}{run.peak_rss_mb:9.0f}MB"
         )
     ratio = best_theirs.seconds / best_ours.seconds
-    print(f"ratio ours/theirs (throughput): {ratio:.2f}x    "
-          f"cosine to sentence-transformers: min {cosines.min():.6f}, mean {cosines.mean():.6f}")
+    print(
+        f"ratio ours/theirs (throughput): {ratio:.2f}x    "
+        f"cosine to sentence-transformers: min {cosines.min():.6f}, mean {cosines.mean():.6f}"
+    )
     return {"ratio": ratio, "min_cosine": float(cosines.min())}
 
 
@@ -164,12 +168,15 @@ def qwen_shaped_run(texts: list[str], repeats: int, layers: int) -> None:
         theirs = SentenceTransformer(str(checkpoint), device="cpu", processor_kwargs={"padding_side": "left"})
         theirs[0].auto_model.config.is_causal = False  # what a user must do by hand without remote code
         theirs.max_seq_length = 512
-        compare(f"Qwen2-shaped random model ({layers} layers x 896, vocab 151,665)", ours, theirs,
-                texts, repeats)
+        compare(
+            f"Qwen2-shaped random model ({layers} layers x 896, vocab 151,665)", ours, theirs, texts, repeats
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--texts", type=int, default=1600, help="texts in the MiniLM run (default 1600)")
     parser.add_argument("--qwen-texts", type=int, default=300, help="texts in the Qwen-shaped run")
     parser.add_argument("--qwen-layers", type=int, default=4)
