@@ -251,6 +251,30 @@ def test_in_memory_store_matches_exact_search(
     assert not mismatches, mismatches
 
 
+def test_langchain_chroma_store(minilm_embeddings: QZhouEmbeddings, tmp_path: Path) -> None:
+    """The same embeddings in langchain-chroma's Chroma, persisted on disk and searched by cosine."""
+    chromadb = pytest.importorskip("chromadb")
+    from langchain_chroma import Chroma
+
+    settings = chromadb.Settings(anonymized_telemetry=False)
+    store = Chroma(
+        collection_name="pets",
+        embedding_function=minilm_embeddings,
+        persist_directory=str(tmp_path),
+        client_settings=settings,
+        collection_configuration={"hnsw": {"space": "cosine"}},
+    )
+    store.add_documents(copy.deepcopy(PETS))
+    found = store.similarity_search_with_score(PETS_QUERY, k=2)
+    query_vector = np.array(minilm_embeddings.embed_query(PETS_QUERY))
+    document_vectors = np.array(minilm_embeddings.embed_documents([d.page_content for d in PETS]))
+    cosines = document_vectors @ query_vector
+    best = np.argsort(-cosines)[:2]
+    assert [document.id for document, _ in found] == [PETS[i].id for i in best]
+    # Chroma reports cosine distances: 1 - cosine.
+    np.testing.assert_allclose([distance for _, distance in found], 1 - cosines[best], atol=1e-4)
+
+
 # -- the reranker -----------------------------------------------------------------------------------
 
 
