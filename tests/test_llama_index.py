@@ -500,7 +500,7 @@ def test_example_notebook_executes(data: str, tmp_path: Path, monkeypatch: pytes
         from conftest import shared_data
 
         shared_data("scifact")
-    else:  # an empty data folder: the notebook must fall back to the sample shipped in examples/
+    else:  # an empty data folder: the notebook must fall back to the notes in examples/documents/
         monkeypatch.setenv("QZHOU_SHARED_DATA", str(tmp_path / "no-data"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)\nprint(DATA_SOURCE)"))
