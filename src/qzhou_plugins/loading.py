@@ -95,8 +95,8 @@ def resolve_model_path(model: str) -> Path:
         return local.resolve()
     if local.exists():
         raise ModelLoadError(f"{model!r} is a file; pass the directory that holds config.json")
-    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1)
-    if looks_like_path:
+    # A hub id is "name" or "owner/name"; anything else that is not a directory is a missing path.
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelLoadError(f"model directory {model!r} does not exist")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -122,31 +122,33 @@ def resolve_model_path(model: str) -> Path:
         ) from error
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, default: Any = None) -> Any:
     try:
-        return dict(json.loads(path.read_text("utf-8")))
+        return json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        return {}
+        return {} if default is None else default
+
+
+_ST_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "last",
+}
 
 
 def _sentence_transformers_pooling(path: Path) -> Pooling | None:
     """The pooling a sentence-transformers model declares in its Pooling module, if it has one."""
-    for module in (
-        json.loads((path / "modules.json").read_text("utf-8")) if (path / "modules.json").is_file() else []
-    ):
-        if str(module.get("type", "")).endswith("Pooling"):
-            settings = _read_json(path / module.get("path", "") / "config.json")
-            for key, mode in (
-                ("pooling_mode_cls_token", "cls"),
-                ("pooling_mode_mean_tokens", "mean"),
-                ("pooling_mode_max_tokens", "max"),
-                ("pooling_mode_lasttoken", "last"),
-            ):
-                if settings.get(key):
-                    return mode  # type: ignore[return-value]
-            if settings.get("pooling_mode"):
-                mode = {"lasttoken": "last"}.get(settings["pooling_mode"], settings["pooling_mode"])
-                return mode  # type: ignore[no-any-return]
+    modules = _read_json(path / "modules.json", default=[])
+    folders = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")]
+    if not folders:
+        return None
+    settings = _read_json(path / folders[0] / "config.json")
+    if isinstance(settings.get("pooling_mode"), str):  # newer single-field form
+        return {"lasttoken": "last"}.get(settings["pooling_mode"], settings["pooling_mode"])  # type: ignore[return-value]
+    for flag, mode in _ST_POOLING_FLAGS.items():
+        if settings.get(flag):
+            return mode  # type: ignore[return-value]
     return None
 
 
