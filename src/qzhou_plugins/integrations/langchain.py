@@ -18,6 +18,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from typing_extensions import Self
 
 from ..config import DEFAULT_MODEL, DType
 from ..encoder import Encoder, validate_texts
@@ -51,7 +52,7 @@ class _SharedEncoderOptions(BaseModel):
     show_progress: bool | None = Field(default=None, description="Progress bar; None: long jobs only.")
 
     @model_validator(mode="after")
-    def _attach_shared_encoder(self) -> Any:
+    def _attach_shared_encoder(self) -> Self:
         if self.encoder is None:
             self.encoder = Encoder.shared(
                 model=self.model,
@@ -131,7 +132,7 @@ class QZhouEmbeddings(_SharedEncoderOptions, Embeddings):
         return _known_task(task)
 
     @model_validator(mode="after")
-    def _resolve_prefixes(self) -> Any:
+    def _resolve_prefixes(self) -> Self:
         # Resolved once, at construction: a wrong task fails here, not at the first query.
         encoder = self._shared_encoder
         query_prefix, document_prefix = encoder.prefixes(self.task)
