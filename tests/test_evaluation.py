@@ -300,16 +300,16 @@ def test_sts_matches_sentence_transformers_on_a_slice(minilm_path: str, minilm: 
 
 @pytest.fixture(scope="module")
 def scifact_subset(scifact_dir: Path) -> RetrievalDataset:
-    """The first 100 judged queries against their relevant abstracts plus 400 others (fixed seed)."""
+    """The first 60 judged queries against their relevant abstracts plus 200 others (fixed seed)."""
     corpus = {d["_id"]: document_text(d) for d in read_jsonl(scifact_dir / "corpus.jsonl")}
-    queries = {q["_id"]: q["text"] for q in read_jsonl(scifact_dir / "queries.jsonl")[:100]}
+    queries = {q["_id"]: q["text"] for q in read_jsonl(scifact_dir / "queries.jsonl")[:60]}
     qrels = {
         query_id: judged
         for query_id, judged in read_qrels(scifact_dir / "qrels.tsv").items()
         if query_id in queries
     }
     relevant = {doc_id for judged in qrels.values() for doc_id in judged}
-    others = random.Random(6).sample(sorted(set(corpus) - relevant), 400)
+    others = random.Random(6).sample(sorted(set(corpus) - relevant), 200)
     kept = sorted(relevant | set(others))
     return RetrievalDataset("scifact-subset", {d: corpus[d] for d in kept}, queries, qrels)
 
@@ -336,7 +336,7 @@ def test_retrieval_matches_sentence_transformers_on_a_scifact_subset(
 
     result = evaluate_retrieval(minilm, scifact_subset)
     assert result.ndcg_at_10 == pytest.approx(expected, abs=0.003)
-    assert (result.queries, result.documents) == (100, len(document_ids))
+    assert (result.queries, result.documents) == (60, len(document_ids))
     assert 0.5 < result.ndcg_at_10 < 1.0
     assert result.recall_at_10 <= result.recall_at_100 <= 1.0
     assert set(result.metrics()) == {

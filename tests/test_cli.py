@@ -1,0 +1,332 @@
+"""The ``qzhou-plugins`` command end to end: index the example folder into a temporary Chroma database,
+query it, index again (nothing doubles), evaluate, and fail with one-line errors and the right codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, shared_data
+from qzhou_plugins import DEMO_MODEL
+from qzhou_plugins.cli import main
+
+EXAMPLES = REPO / "examples" / "documents"
+GREEN_TEA_QUESTION = "How hot should the water be for green tea?"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The example documents indexed once with the demo model; (database folder, first run's output)."""
+    database = tmp_path_factory.mktemp("cli") / "db"
+    code = main(["index", str(EXAMPLES), "--collection", "tea", "--db", str(database), "--model", DEMO_MODEL])
+    assert code == 0
+    return database, ""
+
+
+def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("index", "query", "eval", "bench"):
+        assert command in out
+    assert "Exit codes" in out and DEMO_MODEL in out
+    for command in (
+        ["index"],
+        ["query"],
+        ["eval"],
+        ["eval", "retrieval"],
+        ["eval", "sts"],
+        ["eval", "rerank"],
+    ):
+        code, out, _ = run(capsys, *command, "--help")
+        assert code == 0 and out.startswith("usage: qzhou-plugins " + " ".join(command))
+
+
+def test_index_then_query_finds_the_right_note(
+    indexed: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    database, _ = indexed
+    code, out, err = run(capsys, "query", GREEN_TEA_QUESTION, "-c", "tea", "--db", database, "-k", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("1. ") and "examples/documents/brewing.txt (chunk 0)" in lines[0]
+    assert "70 to 80 degrees Celsius" in out
+    ranks = [line for line in lines if line[:1].isdigit()]
+    assert len(ranks) == 3
+    scores = [float(line.split()[1]) for line in ranks]
+    assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
+
+
+def test_query_with_rerank(indexed: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    database, _ = indexed
+    code, out, err = run(
+        capsys, "query", "Who wrote the first book about tea?", "-c", "tea", "--db", database,
+        "-k", "2", "--rerank", "10",
+    )  # fmt: skip
+    assert code == 0, err
+    ranks = [line for line in out.splitlines() if line[:1].isdigit()]
+    assert len(ranks) == 2
+    assert "history.md" in ranks[0]
+
+
+def test_index_again_adds_nothing(indexed: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from qzhou_plugins.chroma import QZhouCollection
+
+    database, _ = indexed
+    before = QZhouCollection.open("tea", path=database, create=False).count()
+    # The same folder given another way (a relative path, one file twice) must not double anything.
+    relative = EXAMPLES.relative_to(REPO)
+    code, out, err = run(
+        capsys, "index", EXAMPLES, relative / "brewing.txt", "-c", "tea", "--db", database
+    )  # no --model: the collection's recorded model is used
+    assert code == 0, err
+    assert f"0 chunk(s) added, {before} already there; the collection holds {before}." in out
+    assert QZhouCollection.open("tea", path=database, create=False).count() == before
+
+
+def test_jsonl_fields_become_metadata(indexed: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    from qzhou_plugins.chroma import QZhouCollection
+
+    database, _ = indexed
+    collection = QZhouCollection.open("tea", path=database, create=False)
+    found = collection.collection.get(where={"term": "gaiwan"}, include=["metadatas", "documents"])
+    assert len(found["ids"]) == 1
+    metadata = found["metadatas"][0]
+    assert metadata["source"].endswith("examples/documents/glossary.jsonl")
+    assert (metadata["line"], metadata["chunk"], metadata["category"]) == (1, 0, "equipment")
+    assert found["documents"][0].startswith("A gaiwan is a Chinese lidded bowl")
+    code, out, _ = run(capsys, "query", "What is a gaiwan?", "-c", "tea", "--db", database, "-k", "1")
+    assert code == 0 and "glossary.jsonl:1 (chunk 0)" in out
+
+
+def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qzhou_plugins.chroma import QZhouCollection
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "long.md").write_text(
+        "\n\n".join(f"## Part {i}\n\n" + f"Sentence {i} about tea. " * 30 for i in range(6)), "utf-8"
+    )
+    (notes / ".hidden.txt").write_text("never indexed", "utf-8")
+    (notes / "ignored.csv").write_text("a,b", "utf-8")
+    (notes / "records.jsonl").write_text(
+        json.dumps({"text": "Tea and more tea.", "source": "mine"}) + "\n", "utf-8"
+    )
+    database = tmp_path / "db"
+    code, _out, err = run(
+        capsys, "index", notes, "-c", "long", "--db", database, "--model", DEMO_MODEL, "--chunk-size", "400",
+        "--chunk-overlap", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    collection = QZhouCollection.open("long", path=database, create=False)
+    stored = collection.collection.get(include=["metadatas", "documents"])
+    by_source: dict[str, list[dict]] = {}
+    for metadata, document in zip(stored["metadatas"], stored["documents"], strict=True):
+        by_source.setdefault(Path(metadata["source"]).name, []).append(metadata)
+        assert len(document) <= 400
+    assert set(by_source) == {"long.md", "records.jsonl"}
+    assert sorted(m["chunk"] for m in by_source["long.md"]) == list(range(len(by_source["long.md"])))
+    assert len(by_source["long.md"]) >= 6
+    assert by_source["records.jsonl"][0]["record_source"] == "mine"  # the user's field is kept
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["index", "{tmp}/absent", "-c", "x", "--db", "{tmp}/db"], 2, "no such file or folder"),
+        (["index", "{tmp}/file.pdf", "-c", "x", "--db", "{tmp}/db"], 2, "unsupported file type"),
+        (["index", "{tmp}/empty-folder", "-c", "x", "--db", "{tmp}/db"], 2, "no .txt, .md, .jsonl files"),
+        (
+            ["index", "{tmp}/bad.jsonl", "-c", "x", "--db", "{tmp}/db"],
+            1,
+            "bad.jsonl:2: the 'text' field is missing",
+        ),
+        (["index", "{tmp}/latin1.txt", "-c", "x", "--db", "{tmp}/db"], 1, "latin1.txt is not UTF-8 text"),
+        (
+            ["index", "{examples}", "--db", "{tmp}/db"],
+            2,
+            "the following arguments are required: --collection",
+        ),
+        (
+            ["index", "{examples}", "-c", "x", "--db", "{tmp}/db", "--host", "h"],
+            2,
+            "not allowed with argument",
+        ),
+        (["index", "{examples}", "-c", "x", "--chunk-overlap", "2000"], 2, "--chunk-overlap"),
+        (["query", "tea", "-c", "nope", "--db", "{tmp}/absent-db"], 1, "no Chroma database at"),
+        (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "0"], 2, "-k must be at least 1"),
+        (["query", " ", "-c", "tea", "--db", "{tmp}/db"], 2, "the query text is empty"),
+        (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "5", "--rerank", "2"], 2, "--rerank 2"),
+        (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "many"], 2, "invalid int value"),
+        (["eval", "retrieval", "{tmp}/absent"], 2, "no such folder"),
+        (["eval", "sts", "{tmp}/bad.tsv", "--model", DEMO_MODEL], 1, "bad.tsv:2: expected 3 tab-separated"),
+        (["eval", "sts", "{tmp}/bad.tsv", "--task", "STSBenchmarx"], 2, "Close matches: STSBenchmark"),
+        (["eval", "sts", "{tmp}/bad.tsv", "--json", "{tmp}/no/such/dir/out.json"], 2, "does not exist"),
+        (["eval", "sts", "{tmp}/good.tsv", "--model", "./no/such/model"], 1, "does not exist"),
+        (["eval", "nonsense", "x"], 2, "invalid choice: 'nonsense'"),
+        (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_errors_are_one_line_with_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
+) -> None:
+    (tmp_path / "file.pdf").write_bytes(b"%PDF")
+    (tmp_path / "empty-folder").mkdir()
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"title": "no text"}\n', "utf-8")
+    (tmp_path / "latin1.txt").write_bytes("thé vert".encode("latin-1"))
+    (tmp_path / "bad.tsv").write_text("a\tb\t1\nonly two\tcolumns\n", "utf-8")
+    (tmp_path / "good.tsv").write_text("a\tb\t1\nc\td\t2\n", "utf-8")
+    (tmp_path / "db").mkdir()
+    filled = [arg.format(tmp=tmp_path, examples=EXAMPLES) for arg in argv]
+    got, _out, err = run(capsys, *filled)
+    assert got == code, err
+    assert message in assert_one_line_error(err)
+    assert not (tmp_path / "absent-db").exists()  # a query never creates a database
+
+
+def test_unknown_collection_and_other_model_are_refused(
+    indexed: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    database, _ = indexed
+    code, _, err = run(capsys, "query", "tea", "-c", "coffee", "--db", database)
+    assert code == 1
+    line = assert_one_line_error(err)
+    assert "no collection named 'coffee'" in line and "qzhou-plugins index PATH --collection coffee" in line
+    code, _, err = run(
+        capsys, "index", EXAMPLES, "-c", "tea", "--db", database, "--model", "some-org/other-model"
+    )
+    assert code == 1
+    assert "another embedding setup" in assert_one_line_error(err)
+
+
+def test_debug_shows_the_traceback(indexed: tuple[Path, str]) -> None:
+    database, _ = indexed
+    with pytest.raises(ValueError, match="no collection named 'coffee'"):
+        main(["--debug", "query", "tea", "-c", "coffee", "--db", str(database)])
+    with pytest.raises(ValueError, match="no collection named 'coffee'"):
+        main(["query", "tea", "-c", "coffee", "--db", str(database), "--debug"])
+
+
+def test_the_installed_command_exits_with_the_codes(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "qzhou-plugins"
+    assert script.is_file(), "the console script is declared in pyproject.toml ([project.scripts])"
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("qzhou-plugins ")
+    done = subprocess.run(
+        [script, "index", tmp_path / "absent", "-c", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {tmp_path / 'absent'}: no such file or folder"
+    assert not (tmp_path / "chroma").exists()
+
+
+def test_bench_runs_the_benchmark_script_with_its_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench_encode.py").write_text(
+        "import json, sys\nopen('args.json', 'w').write(json.dumps(sys.argv[1:]))\nsys.exit(3)\n", "utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "bench", "--", "--texts", "10", "--help")
+    assert code == 3  # the benchmark's own exit code
+    assert json.loads((tmp_path / "args.json").read_text("utf-8")) == ["--texts", "10", "--help"]
+
+
+def test_eval_sts_reproduces_the_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """all-MiniLM-L6-v2 on STS-B test: MTEB's leaderboard reports Spearman 82.03."""
+    path = shared_data("stsbenchmark") / "sts-test.tsv"
+    out_json = tmp_path / "sts.json"
+    code, out, err = run(capsys, "eval", "sts", path, "--model", DEMO_MODEL, "--json", out_json)
+    assert code == 0, err
+    printed = {
+        line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.startswith("spearman")
+    }
+    assert printed["spearman"] == pytest.approx(0.8203, abs=0.003)
+    result = json.loads(out_json.read_text("utf-8"))
+    assert result["spearman"] == pytest.approx(printed["spearman"], abs=1e-5)
+    assert result["main_score"] == result["spearman"]
+    assert (result["evaluation"], result["pairs"], result["model"]) == ("sts", 1379, DEMO_MODEL)
+
+
+def test_eval_retrieval_and_rerank_on_small_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    beir = tmp_path / "tea-beir"
+    beir.mkdir()
+    notes = {
+        path.stem: path.read_text("utf-8") for path in EXAMPLES.glob("*.[mt][dx]*") if path.suffix != ".jsonl"
+    }
+    (beir / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": name, "title": "", "text": text}) + "\n" for name, text in notes.items()),
+        "utf-8",
+    )
+    questions = {"q1": ("How hot should water be for green tea?", "brewing"),
+                 "q2": ("How is matcha prepared?", "matcha-and-ceremony"),
+                 "q3": ("How much caffeine is in a cup of tea?", "caffeine")}  # fmt: skip
+    (beir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": text}) + "\n" for q, (text, _) in questions.items()), "utf-8"
+    )
+    (beir / "qrels.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{doc}\t1\n" for q, (_, doc) in questions.items()),
+        "utf-8",
+    )
+    code, out, err = run(
+        capsys, "eval", "retrieval", beir, "--model", DEMO_MODEL, "--json", tmp_path / "r.json"
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text("utf-8"))
+    assert {"ndcg_at_10", "recall_at_100", "mrr_at_10", "map_at_1000", "main_score"} <= set(result)
+    assert result["queries"] == 3 and result["documents"] == len(notes)
+    assert result["ndcg_at_10"] > 0.8  # three easy questions over eight short notes
+    assert "ndcg_at_10" in out and "(main score)" in out
+
+    rerank = tmp_path / "tea-rerank.jsonl"
+    rerank.write_text(
+        json.dumps({"query": "water temperature for green tea", "positive": [notes["brewing"]],
+                    "negative": [notes["history"], notes["storage"]]}) + "\n", "utf-8"
+    )  # fmt: skip
+    code, out, err = run(
+        capsys, "eval", "rerank", rerank, "--model", DEMO_MODEL, "--json", tmp_path / "k.json"
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "k.json").read_text("utf-8"))
+    assert {"map", "mrr_at_10", "main_score"} <= set(result) and result["main_score"] == result["map"]
+    assert result["dataset"] == "tea-rerank" and result["candidates"] == 3
+
+
+@pytest.mark.full
+def test_eval_retrieval_reproduces_the_scifact_leaderboard(
+    scifact_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    """all-MiniLM-L6-v2 on SciFact: MTEB's leaderboard reports nDCG@10 64.51 (5,183 abstracts: minutes)."""
+    if "full" not in request.config.getoption("markexpr", ""):
+        pytest.skip("encodes all 5,183 SciFact abstracts (minutes): select it with -m full, as .ci/run does")
+    out_json = tmp_path / "scifact.json"
+    code, out, err = run(capsys, "eval", "retrieval", scifact_dir, "--model", DEMO_MODEL, "--json", out_json)
+    assert code == 0, err
+    printed = {
+        line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.startswith("ndcg")
+    }
+    assert printed["ndcg_at_10"] == pytest.approx(0.6451, abs=0.003)
+    result = json.loads(out_json.read_text("utf-8"))
+    assert (result["queries"], result["documents"]) == (300, 5183)
+    assert result["ndcg_at_10"] == pytest.approx(printed["ndcg_at_10"], abs=1e-5)
