@@ -32,6 +32,7 @@ PROG = "qzhou-plugins"
 DEFAULT_DB = "./chroma"
 """The Chroma database folder used when neither ``--db`` nor ``--host`` is given (relative to the
 working directory)."""
+DEFAULT_PORT = 8000
 SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl")
 CHUNK_SIZE = 1000
 """Characters per chunk: about 200-250 tokens of English, under the 256-token limit of the demo model
@@ -183,6 +184,7 @@ def _metadata_fields(record: dict[str, Any]) -> dict[str, str | int | float | bo
 def command_index(args: argparse.Namespace) -> int:
     if args.chunk_size < 1 or not 0 <= args.chunk_overlap < args.chunk_size:
         raise UsageError("--chunk-size must be positive and --chunk-overlap between 0 and the chunk size")
+    _check_where(args)
     files = find_files(args.paths)
     chunks: list[Chunk] = []
     empty_files = 0
@@ -213,6 +215,7 @@ def command_index(args: argparse.Namespace) -> int:
 
 
 def command_query(args: argparse.Namespace) -> int:
+    _check_where(args)
     if not args.text.strip():
         raise UsageError("the query text is empty")
     if args.k < 1:
@@ -245,7 +248,7 @@ def _open_collection(args: argparse.Namespace, *, create: bool) -> Any:
     if args.host is not None:
         import chromadb
 
-        client = chromadb.HttpClient(host=args.host, port=args.port)
+        client = chromadb.HttpClient(host=args.host, port=args.port or DEFAULT_PORT)
         path = None
     else:
         client = None
@@ -267,7 +270,14 @@ def _open_collection(args: argparse.Namespace, *, create: bool) -> Any:
 
 
 def _where(args: argparse.Namespace) -> str:
-    return f"Chroma server {args.host}:{args.port}" if args.host is not None else f"database {args.db}"
+    if args.host is not None:
+        return f"Chroma server {args.host}:{args.port or DEFAULT_PORT}"
+    return f"database {args.db}"
+
+
+def _check_where(args: argparse.Namespace) -> None:
+    if args.port is not None and args.host is None:
+        raise UsageError("--port needs --host (a local --db has no port)")
 
 
 def command_eval(args: argparse.Namespace) -> int:
@@ -455,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     ):
         sub = kinds.add_parser(kind, parents=[common], help=summary, description=summary + ".")
-        sub.add_argument("source", metavar=source)
+        sub.add_argument("source", metavar=source, help="the test set (formats: docs/evaluation.md)")
         sub.add_argument("--model", default=DEFAULT_MODEL, help="model name or folder (default: %(default)s)")
         sub.add_argument(
             "--task",
@@ -509,7 +519,9 @@ def _collection_options(parser: argparse.ArgumentParser) -> None:
         help="folder of a local (persistent) Chroma database (default: %(default)s)",
     )
     where.add_argument("--host", default=None, help="Chroma server host, instead of a local --db")
-    parser.add_argument("--port", type=int, default=8000, help="Chroma server port (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"Chroma server port (default: {DEFAULT_PORT})"
+    )
 
 
 def _version() -> str:
