@@ -74,6 +74,23 @@ class EncoderSettings(BaseModel):
         """The shared core encoder: pass it to other adapters so they use the same weights."""
         return self._encoder
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings only (as ``to_dict`` does); unpickling reattaches to the shared encoder.
+
+        LlamaIndex's own ``__getstate__`` test-pickles every private attribute, which for the encoder
+        would serialise the whole model in memory (15 GB for QZhou) only to drop it; worker
+        processes (``IngestionPipeline(num_workers=...)``) pickle transformations.
+        """
+        private = self.__pydantic_private__ or {}
+        encoder = private.pop("_encoder", None)
+        try:
+            state = super().__getstate__()  # type: ignore[misc]
+            state = {**state, "__pydantic_private__": dict(state.get("__pydantic_private__") or {})}
+        finally:
+            if encoder is not None:
+                private["_encoder"] = encoder
+        return state
+
     def encoder_config(self) -> EncoderConfig:
         """The core configuration these settings describe."""
         return EncoderConfig(**{name: getattr(self, name) for name in _CONFIG_FIELDS})
