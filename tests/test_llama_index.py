@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import random
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,6 +287,21 @@ def test_model_and_model_name_stay_in_step(tiny_qzhou_path: str) -> None:
         embed_model.model = DEMO_MODEL
     with pytest.raises(ValueError, match="frozen"):
         embed_model.model_name = DEMO_MODEL
+
+
+def test_without_llama_index_the_core_imports_and_the_adapter_says_what_to_install() -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['llama_index'] = None  # as if llama-index-core were not installed\n"
+        "import qzhou_plugins\n"
+        "try:\n"
+        "    import qzhou_plugins.llama_index\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'qzhou-plugins[llama-index]'" in done.stdout
 
 
 def test_every_encoder_option_is_a_field() -> None:
