@@ -212,6 +212,25 @@ def test_missing_model_says_so() -> None:
         QZhouEmbeddings(model="/nowhere/at/all")
 
 
+def test_missing_langchain_is_named_and_core_still_imports() -> None:
+    """Without langchain-core, the core imports and the adapter says what to install."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['langchain_core'] = None\n"
+        "import qzhou_plugins\n"
+        "try:\n"
+        "    import qzhou_plugins.langchain\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'qzhou-plugins[langchain]'" in done.stdout
+
+
 # -- the vector store agrees with exact search --------------------------------------------------------
 
 

@@ -14,9 +14,14 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.callbacks import Callbacks
-from langchain_core.documents import BaseDocumentCompressor, Document
-from langchain_core.embeddings import Embeddings
+try:
+    from langchain_core.callbacks import Callbacks
+    from langchain_core.documents import BaseDocumentCompressor, Document
+    from langchain_core.embeddings import Embeddings
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "qzhou_plugins.langchain needs langchain-core: pip install 'qzhou-plugins[langchain]'"
+    ) from error
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
