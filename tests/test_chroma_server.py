@@ -1,0 +1,88 @@
+"""The QZhouCollection suite through ``chromadb.HttpClient`` against a real ``chroma run`` server.
+
+The server is started once for this module on a free loopback port with a temporary data folder,
+and stopped at the end. Only 127.0.0.1 is ever contacted. The tests are skipped only if the
+``chroma`` executable is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import pytest
+from chromadb.api import ClientAPI
+
+from test_chroma import CollectionSuite, clean_ingestion, crash_records  # noqa: F401  (fixtures)
+
+HOST = "127.0.0.1"
+STARTUP_SECONDS = 120
+
+
+def chroma_executable() -> str | None:
+    """The ``chroma`` command of this interpreter's environment, else the one on PATH."""
+    beside = Path(sys.executable).with_name("chroma")
+    return str(beside) if beside.is_file() else shutil.which("chroma")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``chroma run`` on a free port; yields the client spec once the heartbeat answers."""
+    executable = chroma_executable()
+    if executable is None:
+        pytest.skip("the `chroma` executable (installed with chromadb) is not on this machine")
+    folder = tmp_path_factory.mktemp("chroma-server")
+    log_path = folder / "server.log"
+    port = free_port()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [executable, "run", "--path", str(folder / "data"), "--host", HOST, "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"`chroma run` exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                chromadb.HttpClient(host=HOST, port=port).heartbeat()
+                break
+            except Exception:  # not listening yet: connection refused, or the client's own wrapper
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no heartbeat from `chroma run` after {STARTUP_SECONDS} s:\n"
+                                f"{log_path.read_text()[-4000:]}")  # fmt: skip
+                time.sleep(0.5)
+        yield {"host": HOST, "port": port}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)
+
+
+class TestServerCollection(CollectionSuite):
+    """Every test of the suite, with a client of the server (and the same server for child processes)."""
+
+    @pytest.fixture
+    def client_spec(self, chroma_server: dict[str, Any]) -> dict[str, Any]:
+        return chroma_server
+
+    def test_the_server_really_is_a_server(self, client: ClientAPI) -> None:
+        assert isinstance(client, chromadb.api.client.Client)
+        assert client.get_settings().chroma_api_impl.endswith("FastAPI")
