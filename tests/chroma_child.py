@@ -71,7 +71,9 @@ def main(command: str, payload: dict[str, Any]) -> dict[str, Any]:
         added = collection.add(payload["texts"], payload.get("metadatas"))
         return {"added": added.added, "config": collection.embedding_function.get_config()}
     if command == "ingest":
-        collection = QZhouCollection.open(payload["name"], client=client, model=payload["model"])
+        collection = QZhouCollection.open(
+            payload["name"], client=client, model=payload["model"], max_length=payload["max_length"]
+        )
         records = list(scifact_records(payload["corpus"], payload["limit"]))
 
         def texts() -> Iterator[str]:
