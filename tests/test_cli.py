@@ -316,11 +316,9 @@ def test_eval_retrieval_and_rerank_on_small_files(tmp_path: Path, capsys: pytest
 
 @pytest.mark.full
 def test_eval_retrieval_reproduces_the_scifact_leaderboard(
-    scifact_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+    scifact_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """all-MiniLM-L6-v2 on SciFact: MTEB's leaderboard reports nDCG@10 64.51 (5,183 abstracts: minutes)."""
-    if "full" not in request.config.getoption("markexpr", ""):
-        pytest.skip("encodes all 5,183 SciFact abstracts (minutes): select it with -m full, as .ci/run does")
     out_json = tmp_path / "scifact.json"
     code, out, err = run(capsys, "eval", "retrieval", scifact_dir, "--model", DEMO_MODEL, "--json", out_json)
     assert code == 0, err
