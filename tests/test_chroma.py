@@ -435,6 +435,8 @@ class CollectionSuite:
         original = QZhouCollection.open(unique_name(), client=client, model=tiny_qzhou_path)
         ids = fill(original)
         before = snapshot(original.collection)
+        with pytest.raises(ValueError, match="leave it out to re-embed in place"):
+            original.reembed(task="sts", new_name=original.name)
         copy = original.reembed(task="sts", new_name=unique_name("copy"))
         assert_same_snapshot(before, snapshot(client.get_collection(original.name, embedding_function=None)))
         assert copy.task == "sts" and copy.count() == len(TEXTS)
@@ -637,9 +639,20 @@ def test_a_reopened_collection_shares_the_loaded_model(tmp_path: Path) -> None:
     assert len(qzhou_plugins.loaded_models()) == loaded
 
 
-def test_importing_the_package_does_not_import_chroma() -> None:
-    code = "import sys, qzhou_plugins; assert 'chromadb' not in sys.modules, 'chromadb imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+def test_missing_chromadb_is_named_and_the_core_still_imports() -> None:
+    script = (
+        "import sys\n"
+        "import qzhou_plugins\n"
+        "assert 'chromadb' not in sys.modules, 'the core imported chromadb'\n"
+        "sys.modules['chromadb'] = None\n"
+        "try:\n"
+        "    import qzhou_plugins.chroma\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'qzhou-plugins[chroma]'" in done.stdout
 
 
 # -- approximate search quality ----------------------------------------------------------------------

@@ -19,8 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-from chromadb.utils.embedding_functions import register_embedding_function
+
+try:
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+    from chromadb.utils.embedding_functions import register_embedding_function
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
 
 from ..config import DEFAULT_MODEL, EncoderConfig
 from ..encoder import Encoder, validate_texts

@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
 
-import chromadb
-from chromadb.api import ClientAPI
-from chromadb.api.models.Collection import Collection
-from chromadb.api.types import validate_metadata
-from chromadb.errors import NotFoundError
 from tqdm.auto import tqdm
+
+try:
+    import chromadb
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import validate_metadata
+    from chromadb.errors import NotFoundError
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
 
 from ..config import DEFAULT_MODEL
 from ..encoder import PROGRESS_THRESHOLD, Encoder, validate_texts
@@ -167,7 +171,7 @@ class QZhouCollection:
                     f"no collection named {name!r} in this Chroma database; create it with "
                     f"QZhouCollection.open({name!r}) (create=True is the default)"
                 )
-            encoder = Encoder.shared(model=model or DEFAULT_MODEL, **encoder_options)
+            encoder = Encoder.shared(model=model if model is not None else DEFAULT_MODEL, **encoder_options)
             function = QZhouEmbeddingFunction.from_encoder(encoder, task)
             collection = client.get_or_create_collection(
                 name,
@@ -233,9 +237,7 @@ class QZhouCollection:
             for batch in _batches(texts, metadatas, ids, batch_size):
                 new, present = self._split_present(batch)
                 conflicts += [
-                    record.id
-                    for record in batch.records
-                    if present.get(record.id, record.text) != record.text
+                    record.id for record in batch if present.get(record.id, record.text) != record.text
                 ]
                 if new:
                     texts_to_embed = [record.text for record in new]
@@ -248,8 +250,8 @@ class QZhouCollection:
                         embeddings=vectors,
                     )
                 added += len(new)
-                skipped += batch.size - len(new)
-                progress.update(batch.size)
+                skipped += len(batch) - len(new)
+                progress.update(len(batch))
         if conflicts:
             logger.warning(
                 "%d ids were already in %r with a different document and were left unchanged (first: %s); "
@@ -260,13 +262,13 @@ class QZhouCollection:
             )
         return AddResult(added=added, skipped=skipped, conflicts=tuple(conflicts))
 
-    def _split_present(self, batch: _Batch) -> tuple[list[_Record], dict[str, str | None]]:
+    def _split_present(self, batch: list[_Record]) -> tuple[list[_Record], dict[str, str | None]]:
         """The records to embed (new ids, first occurrence) and the stored documents of the others."""
-        unique_ids = list(dict.fromkeys(record.id for record in batch.records))
+        unique_ids = list(dict.fromkeys(record.id for record in batch))
         found = self.collection.get(ids=unique_ids, include=["documents"])
         present = dict(zip(found["ids"], found["documents"] or [None] * len(found["ids"]), strict=True))
         new: dict[str, _Record] = {}
-        for record in batch.records:
+        for record in batch:
             if record.id not in present and record.id not in new:
                 new[record.id] = record
         return list(new.values()), present
@@ -303,8 +305,8 @@ class QZhouCollection:
         raw = self.collection.query(
             query_embeddings=self.embedding_function.embed_queries(queries),
             n_results=fetch,
-            where=dict(where) if where is not None else None,
-            where_document=dict(where_document) if where_document is not None else None,  # type: ignore[arg-type]
+            where=dict(where) if where else None,
+            where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
             include=["documents", "metadatas", "distances"],
         )
         space = _space(self.collection)
@@ -356,6 +358,8 @@ class QZhouCollection:
         renamed aside, the staging one takes its name, and the old one is deleted last; this object
         (which is returned) then stands for the new collection.
         """
+        if new_name == self.name:
+            raise ValueError(f"new_name is the current name {self.name!r}; leave it out to re-embed in place")
         chosen_model = model if model is not None else self.model
         options = dict(encoder_options)
         if same_model(chosen_model, self.model):
@@ -428,7 +432,7 @@ class QZhouCollection:
         return {id_ for found in self._pages([]) for id_ in found["ids"]}
 
     def __repr__(self) -> str:
-        return f"QZhouCollection(name={self.name!r}, model={self.model!r}, count={self.count()})"
+        return f"QZhouCollection(name={self.name!r}, model={self.model!r})"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -441,21 +445,12 @@ class _Record:
     metadata: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
-class _Batch:
-    records: list[_Record]
-
-    @property
-    def size(self) -> int:
-        return len(self.records)
-
-
 def _batches(
     texts: Iterable[str],
     metadatas: Iterable[Mapping[str, Any] | None] | None,
     ids: Iterable[str] | None,
     batch_size: int,
-) -> Iterator[_Batch]:
+) -> Iterator[list[_Record]]:
     """Validated batches of records; raises at the first batch with a problem, naming positions."""
     for label, value, kind in (
         ("texts", texts, "strings"),
@@ -494,7 +489,7 @@ def _batches(
 
 def _check_batch(
     rows: list[tuple[Any, Any, Any]], start: int, with_metadatas: bool, with_ids: bool, seen: dict[str, int]
-) -> _Batch:
+) -> list[_Record]:
     texts, metadatas, ids = zip(*rows, strict=True)
     for label, column, given in (
         ("texts", texts, True),
@@ -526,7 +521,7 @@ def _check_batch(
         else:
             id_ = content_id(text, metadata)
         records.append(_Record(id=id_, text=text, metadata=metadata))
-    return _Batch(records)
+    return records
 
 
 def _checked_metadata(metadata: Any, position: int) -> dict[str, Any] | None:
