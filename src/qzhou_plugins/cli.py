@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from tqdm.auto import tqdm
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, EncoderConfig
 from .loading import DEMO_MODEL
 
 PROG = "qzhou-plugins"
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--batch-tokens",
             type=int,
-            default=16384,
+            default=EncoderConfig.model_fields["batch_tokens"].default,
             help="token budget of one forward pass (default: %(default)s)",
         )
         if kind == "retrieval":

@@ -25,7 +25,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from ..config import DEFAULT_MODEL, DType
+from ..config import DEFAULT_MODEL, DType, EncoderConfig
 from ..encoder import Encoder, validate_texts
 from ..instructions import Task, TaskLike, TaskType, resolve_task
 from ..rerank import rerank
@@ -53,7 +53,7 @@ class _SharedEncoderOptions(BaseModel):
     max_length: int | None = Field(
         default=None, gt=0, description="Tokens per text (instruction included) before truncation."
     )
-    batch_tokens: int = Field(default=16384, gt=0, description="Token budget of one forward pass.")
+    batch_tokens: int = Field(default=EncoderConfig.model_fields["batch_tokens"].default, gt=0, description="Token budget of one forward pass.")
     show_progress: bool | None = Field(default=None, description="Progress bar; None: long jobs only.")
 
     @model_validator(mode="after")
