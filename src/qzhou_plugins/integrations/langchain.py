@@ -53,7 +53,11 @@ class _SharedEncoderOptions(BaseModel):
     max_length: int | None = Field(
         default=None, gt=0, description="Tokens per text (instruction included) before truncation."
     )
-    batch_tokens: int = Field(default=EncoderConfig.model_fields["batch_tokens"].default, gt=0, description="Token budget of one forward pass.")
+    batch_tokens: int = Field(
+        default=EncoderConfig.model_fields["batch_tokens"].default,
+        gt=0,
+        description="Token budget of one forward pass.",
+    )
     show_progress: bool | None = Field(default=None, description="Progress bar; None: long jobs only.")
 
     @model_validator(mode="after")
