@@ -126,15 +126,10 @@ def read_chunks(file: Path, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
             if text.strip()
         ]
     chunks: list[Chunk] = []
-    for line_number, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source}:{line_number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{source}:{line_number}: expected a JSON object with a 'text' field")
+    from .evaluation import iter_json_objects
+
+    records = iter_json_objects(content.splitlines(), source, expected="a JSON object with a 'text' field")
+    for line_number, record in records:
         text = record.pop("text", None)
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{source}:{line_number}: the 'text' field is missing or empty")

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
@@ -243,18 +243,25 @@ def read_rerank_samples(path: str | Path) -> list[RerankSample]:
     return samples
 
 
+def iter_json_objects(
+    lines: Iterable[str], source: str | Path, *, expected: str = "a JSON object"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSON-lines text, naming the bad line."""
+    for line_number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EvaluationDataError(f"{source}:{line_number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise EvaluationDataError(f"{source}:{line_number}: expected {expected}")
+        yield line_number, record
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8-sig") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvaluationDataError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise EvaluationDataError(f"{path}:{line_number}: expected a JSON object")
-            yield line_number, record
+        yield from iter_json_objects(handle, path)
 
 
 def _record_id(record: dict[str, Any], path: Path, line_number: int) -> str:
