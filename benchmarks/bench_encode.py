@@ -36,7 +36,7 @@ import psutil
 import torch
 
 from qzhou_plugins import Encoder
-from qzhou_plugins.batching import padding_share, plan_batches
+from qzhou_plugins.backends.local.batching import padding_share, plan_batches
 
 DATA = Path(os.environ.get("QZHOU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -189,9 +189,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     ours = Encoder(model="all-MiniLM-L6-v2")
-    hf_tokenizer = ours._loaded.tokenizer
+    hf_tokenizer = ours.backend.loaded.tokenizer
     texts = rag_corpus(lambda t: len(hf_tokenizer(t)["input_ids"]), args.texts)
-    theirs = SentenceTransformer(str(ours._loaded.path), device="cpu")
+    theirs = SentenceTransformer(str(ours.backend.loaded.path), device="cpu")
     compare("all-MiniLM-L6-v2, SciFact chunks + Chinese sentences", ours, theirs, texts, args.repeats)
     if not args.skip_qwen:
         qwen_shaped_run(texts[: args.qwen_texts], args.repeats, args.qwen_layers)

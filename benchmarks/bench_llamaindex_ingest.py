@@ -31,7 +31,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import MetadataMode, TextNode
 
 from qzhou_plugins import DEMO_MODEL
-from qzhou_plugins.batching import padding_share, plan_batches
+from qzhou_plugins.backends.local.batching import padding_share, plan_batches
 from qzhou_plugins.llama_index import QZhouEmbedding
 
 DATA = Path(os.environ.get("QZHOU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qzhou_plugins import Encoder
-from qzhou_plugins.batching import padding_share, plan_batches
+from qzhou_plugins.backends.local.batching import padding_share, plan_batches
 
 
 def test_plan_respects_the_budget_and_covers_every_text_once() -> None:
@@ -53,7 +53,7 @@ def test_out_of_memory_splits_the_batch_and_retries(
     encoder = Encoder(model=tiny_qzhou_path, batch_tokens=100_000)
     texts = [f"text number {i} about the sea" for i in range(10)]
     expected = encoder.encode(texts)
-    real_forward = encoder._forward
+    real_forward = encoder.backend._forward
     sizes: list[int] = []
 
     def forward_that_fits_three(batch: list[list[int]]) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_out_of_memory_splits_the_batch_and_retries(
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_forward(batch)
 
-    monkeypatch.setattr(encoder, "_forward", forward_that_fits_three)
+    monkeypatch.setattr(encoder.backend, "_forward", forward_that_fits_three)
     with caplog.at_level(logging.WARNING, logger="qzhou_plugins"):
         vectors = encoder.encode(texts)
     np.testing.assert_allclose(vectors, expected, atol=1e-6)
@@ -80,7 +80,7 @@ def test_out_of_memory_on_a_single_text_is_a_clear_error(
     def never_fits(batch: list[list[int]]) -> np.ndarray:
         raise torch.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(encoder, "_forward", never_fits)
+    monkeypatch.setattr(encoder.backend, "_forward", never_fits)
     with pytest.raises(EncoderOutOfMemoryError, match=r"a single text of .* tokens does not fit"):
         encoder.encode(["one text"])
 

@@ -1,6 +1,6 @@
 """LangChain's own standard test suites (``langchain-tests``) run against ``QZhouEmbeddings``.
 
-They run twice: on all-MiniLM-L6-v2 (a real encoder-family model, by its demo name as users write it)
+They run twice: on all-MiniLM-L6-v2 (a real BERT-style model, by its demo name as users write it)
 and on a tiny random QZhou-shaped checkpoint (the decoder path: bidirectional Qwen2, left padding,
 instructions). The unit suites run with sockets disabled, as LangChain runs unit tests, to show that
 construction needs no network; pytest-socket restores sockets after each of those tests.

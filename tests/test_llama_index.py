@@ -48,6 +48,11 @@ TIE = 1e-5
 """Two cosines closer than this are a tie: their order may differ between two batch layouts."""
 
 
+def encode_prefixed(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """Vectors of texts that already carry their prefixes: the core with no prefix of its own."""
+    return encoder.encode_with_prefix(texts, "")
+
+
 def qzhou_prompt(instruction: str) -> str:
     """The QZhou prompt format, written out from the model facts rather than taken from the core."""
     return f"Instruct: {instruction}\nQuery: "
@@ -186,10 +191,10 @@ def test_retrieval_instructs_the_query_side_only(tiny_qzhou_path: str, tiny_enco
     embed_model = QZhouEmbedding(model=tiny_qzhou_path, task="retrieval")
     assert embed_model.encoder is tiny_encoder
     prompted = [qzhou_prompt(RETRIEVAL_INSTRUCTION) + query for query in QUERIES]
-    for query, expected in zip(QUERIES, tiny_encoder.encode_prefixed(prompted), strict=True):
+    for query, expected in zip(QUERIES, encode_prefixed(tiny_encoder, prompted), strict=True):
         assert_vectors(embed_model.get_query_embedding(query), expected)
-    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), tiny_encoder.encode_prefixed(TEXTS))
-    assert_vectors(embed_model.get_text_embedding(TEXTS[0]), tiny_encoder.encode_prefixed(TEXTS[:1])[0])
+    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), encode_prefixed(tiny_encoder, TEXTS))
+    assert_vectors(embed_model.get_text_embedding(TEXTS[0]), encode_prefixed(tiny_encoder, TEXTS[:1])[0])
     # the same string differs by side: the instruction is really there on one side only
     query_side = np.array(embed_model.get_query_embedding(TEXTS[0]))
     document_side = np.array(embed_model.get_text_embedding(TEXTS[0]))
@@ -201,7 +206,7 @@ def test_default_task_is_retrieval_for_qzhou(tiny_qzhou_path: str, tiny_encoder:
     assert_vectors(embed_model.get_query_embedding(QUERIES[0]), tiny_encoder.encode_queries(QUERIES[:1])[0])
     assert_vectors(
         embed_model.get_query_embedding(QUERIES[0]),
-        tiny_encoder.encode_prefixed([qzhou_prompt(RETRIEVAL_INSTRUCTION) + QUERIES[0]])[0],
+        encode_prefixed(tiny_encoder, [qzhou_prompt(RETRIEVAL_INSTRUCTION) + QUERIES[0]])[0],
     )
     assert_vectors(embed_model.get_text_embedding_batch(TEXTS), tiny_encoder.encode_documents(TEXTS))
 
@@ -211,7 +216,7 @@ def test_symmetric_task_instructs_both_sides(tiny_qzhou_path: str, tiny_encoder:
     embed_model = QZhouEmbedding(model=tiny_qzhou_path, task=task)
     instruction = STS_INSTRUCTION if task == "sts" else published_tasks()[task].instruction
     assert instruction and published_tasks()["STSBenchmark"].both_sides
-    expected = tiny_encoder.encode_prefixed([qzhou_prompt(instruction) + text for text in TEXTS])
+    expected = encode_prefixed(tiny_encoder, [qzhou_prompt(instruction) + text for text in TEXTS])
     assert_vectors(embed_model.get_text_embedding_batch(TEXTS), expected)
     assert_vectors([embed_model.get_query_embedding(text) for text in TEXTS], expected)
     assert_vectors(embed_model.get_text_embedding_batch(TEXTS), tiny_encoder.encode_documents(TEXTS, task))
@@ -222,9 +227,9 @@ def test_custom_instruction_goes_on_the_query_side(tiny_qzhou_path: str, tiny_en
     embed_model = QZhouEmbedding(model=tiny_qzhou_path, task=instruction)
     assert_vectors(
         embed_model.get_query_embedding(QUERIES[0]),
-        tiny_encoder.encode_prefixed([qzhou_prompt(instruction) + QUERIES[0]])[0],
+        encode_prefixed(tiny_encoder, [qzhou_prompt(instruction) + QUERIES[0]])[0],
     )
-    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), tiny_encoder.encode_prefixed(TEXTS))
+    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), encode_prefixed(tiny_encoder, TEXTS))
 
 
 def test_explicit_instructions_override_the_task_per_side(
@@ -233,16 +238,16 @@ def test_explicit_instructions_override_the_task_per_side(
     embed_model = QZhouEmbedding(model=tiny_qzhou_path, task="sts", query_instruction="Find the answer")
     assert_vectors(
         embed_model.get_query_embedding(QUERIES[0]),
-        tiny_encoder.encode_prefixed([qzhou_prompt("Find the answer") + QUERIES[0]])[0],
+        encode_prefixed(tiny_encoder, [qzhou_prompt("Find the answer") + QUERIES[0]])[0],
     )
     sts_prompted = [qzhou_prompt(STS_INSTRUCTION) + text for text in TEXTS]
-    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), tiny_encoder.encode_prefixed(sts_prompted))
+    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), encode_prefixed(tiny_encoder, sts_prompted))
     embed_model.query_instruction = ""  # '' means no instruction at all, not "the task's"
-    assert_vectors(embed_model.get_query_embedding(QUERIES[0]), tiny_encoder.encode_prefixed(QUERIES[:1])[0])
+    assert_vectors(embed_model.get_query_embedding(QUERIES[0]), encode_prefixed(tiny_encoder, QUERIES[:1])[0])
     embed_model = QZhouEmbedding(model=tiny_qzhou_path, task="sts", text_instruction="")
-    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), tiny_encoder.encode_prefixed(TEXTS))
+    assert_vectors(embed_model.get_text_embedding_batch(TEXTS), encode_prefixed(tiny_encoder, TEXTS))
     assert_vectors(
-        embed_model.get_query_embedding(TEXTS[0]), tiny_encoder.encode_prefixed(sts_prompted[:1])[0]
+        embed_model.get_query_embedding(TEXTS[0]), encode_prefixed(tiny_encoder, sts_prompted[:1])[0]
     )
     with pytest.raises(ValueError, match="would be ignored"):
         QZhouEmbedding(model=tiny_qzhou_path, task="sts", query_instruction="a", text_instruction="b")
@@ -268,10 +273,10 @@ def test_minilm_takes_no_instruction_by_default(minilm_path: str) -> None:
     """all-MiniLM-L6-v2 was trained without instructions: the default task adds none on either side."""
     embed_model = QZhouEmbedding(model=DEMO_MODEL)
     encoder = embed_model.encoder
-    assert_vectors(embed_model.get_query_embedding(TEXTS[0]), encoder.encode_prefixed(TEXTS[:1])[0])
-    assert_vectors(embed_model.get_text_embedding(TEXTS[0]), encoder.encode_prefixed(TEXTS[:1])[0])
+    assert_vectors(embed_model.get_query_embedding(TEXTS[0]), encode_prefixed(encoder, TEXTS[:1])[0])
+    assert_vectors(embed_model.get_text_embedding(TEXTS[0]), encode_prefixed(encoder, TEXTS[:1])[0])
     by_path = QZhouEmbedding(model=minilm_path)  # the packaged copy: same weights, not a second load
-    assert by_path.encoder._loaded is encoder._loaded
+    assert by_path.encoder.backend.loaded is encoder.backend.loaded
 
 
 # -- construction, bad input, serialisation ---------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_minilm_matches_sentence_transformers(
 
 def test_minilm_uses_its_own_sentence_transformers_settings(minilm_path: str) -> None:
     encoder = Encoder(model=minilm_path)
-    assert encoder.family == "encoder"
+    assert encoder.family == "bert"
     assert encoder.max_length == 256  # sentence_bert_config.json, not BERT's 512
     assert encoder.pooling == "mean"  # 1_Pooling/config.json
     assert encoder.prefixes() == ("", "")

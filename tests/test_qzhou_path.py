@@ -134,7 +134,7 @@ def test_vector_is_the_same_alone_and_in_any_left_padded_batch(
 def test_left_padding_and_positions_counted_from_first_real_token(tiny_qzhou_path: str) -> None:
     encoder = Encoder(model=tiny_qzhou_path)
     captured: dict[str, torch.Tensor] = {}
-    module = encoder._loaded.module
+    module = encoder.backend.loaded.module
 
     def spy(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         captured.update({k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)})

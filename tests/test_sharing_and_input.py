@@ -18,7 +18,7 @@ def test_shared_returns_one_instance_and_weights_load_once(tiny_qzhou_path: str)
     assert Encoder.shared(model=tiny_qzhou_path) is first
     other_options = Encoder.shared(model=tiny_qzhou_path, batch_tokens=64)
     assert other_options is not first
-    assert other_options._loaded is first._loaded  # other encode options, same weights
+    assert other_options.backend.loaded is first.backend.loaded  # other encode options, same weights
     loaded = len(loaded_models())
     Encoder(model=tiny_qzhou_path, max_length=128)
     Encoder.shared(model=tiny_qzhou_path, show_progress=False)
@@ -70,7 +70,8 @@ def test_bad_input_is_refused_before_model_work(
     def no_model_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model ran on bad input")
 
-    monkeypatch.setattr(encoder, "tokenize", no_model_work)
+    monkeypatch.setattr(encoder.backend, "embed", no_model_work)
+    monkeypatch.setattr(encoder.backend, "tokenize", no_model_work)
     for method in (encoder.encode, encoder.encode_queries, encoder.encode_documents):
         with pytest.raises(error, match=message):
             method(texts)  # type: ignore[arg-type]

@@ -5,8 +5,10 @@ The framework adapters live in ``qzhou_plugins.langchain``, ``qzhou_plugins.llam
 framework installed.
 """
 
+from .backends import Backend, BackendFacts
+from .backends.local import DEMO_MODEL, EncoderOutOfMemoryError, ModelLoadError, loaded_models
 from .config import DEFAULT_MODEL, EncoderConfig
-from .encoder import Encoder, EncoderOutOfMemoryError, validate_texts
+from .encoder import Encoder, release_all
 from .instructions import (
     QZHOU_INSTRUCTION_FORMAT,
     Task,
@@ -15,13 +17,14 @@ from .instructions import (
     published_tasks,
     resolve_task,
 )
-from .loading import DEMO_MODEL, ModelLoadError
-from .registry import loaded_models, release_all
+from .validation import validate_texts
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "Backend",
+    "BackendFacts",
     "DEMO_MODEL",
     "QZHOU_INSTRUCTION_FORMAT",
     "Encoder",

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, EncoderConfig
-from .loading import DEMO_MODEL
+from .backends.local import DEMO_MODEL
 
 PROG = "qzhou-plugins"
 DEFAULT_DB = "./chroma"

@@ -6,9 +6,10 @@ same way, and can persist them (Chroma stores them in the collection).
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 DEFAULT_MODEL = "Kingsoft-LLM/QZhou-Embedding"
 """The hub id of QZhou-Embedding, the model this package is built for."""
@@ -19,6 +20,8 @@ QZHOU_DEFAULT_MAX_LENGTH = 8192
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Pooling = Literal["mean", "cls", "last", "max"]
 AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+StrictCount = Annotated[int, Strict()]
+"""An int that is never a bool (``True`` would otherwise mean 1) nor a float or a numeric string."""
 
 
 class EncoderConfig(BaseModel):
@@ -32,14 +35,15 @@ class EncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(
-        default=DEFAULT_MODEL, description="Local directory or Hugging Face hub id of the checkpoint."
+        default=DEFAULT_MODEL,
+        description="Local directory (str or pathlib.Path) or Hugging Face hub id of the checkpoint.",
     )
     device: str | None = Field(default=None, description="torch device; None picks CUDA when present.")
     dtype: DType = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU.")
-    max_length: int | None = Field(
+    max_length: StrictCount | None = Field(
         default=None, gt=0, description="Tokens per text (instruction included) before truncation."
     )
-    batch_tokens: int = Field(
+    batch_tokens: StrictCount = Field(
         default=4096,
         gt=0,
         description="Token budget of one forward pass: texts x longest text in the batch, padding included.",
@@ -54,6 +58,15 @@ class EncoderConfig(BaseModel):
     show_progress: bool | None = Field(
         default=None, description="Progress bar; None shows it only for long jobs."
     )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Folder of an on-disk embedding cache (the 'cache' extra); None: no cache.",
+    )
+
+    @field_validator("model", "cache_dir", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("model")
     @classmethod
@@ -70,7 +83,9 @@ class EncoderConfig(BaseModel):
         import torch
 
         try:
-            torch.device(value)
+            device = torch.device(value)
         except RuntimeError as error:
             raise ValueError(f"device {value!r} is not a torch device ({error})") from None
+        if device.type == "meta":
+            raise ValueError("device 'meta' holds no data: it cannot compute vectors; use 'cpu' or 'cuda'")
         return value

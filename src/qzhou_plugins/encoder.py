@@ -1,116 +1,99 @@
 """The encoder: texts in, float32 vectors out, in the caller's order.
 
-The pipeline is instructions -> tokenise once -> plan batches by tokens -> forward -> pool ->
-normalise -> restore order. The side of each text (query or document) is explicit in the method
-name, because an instruction on the wrong side is a silent quality loss, not an error.
+validate -> side prefixes (from the task) -> the optional embedding cache -> ``backend.embed``.
+The side of each text (query or document) is explicit in the method name, because an instruction on
+the wrong side is a silent quality loss, not an error. How vectors are computed is the backend's
+business (:mod:`qzhou_plugins.backends`): the encoder and every adapter above it are the same for a
+model in this process and for a served one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from tokenizers import Tokenizer
-from tqdm.auto import tqdm
 
-from . import registry
-from .batching import plan_batches
+from .backends import Backend, BackendFacts, backend_for
 from .config import EncoderConfig
 from .instructions import TaskLike
-from .loading import LoadedModel
-from .pooling import pool
-
-logger = logging.getLogger("qzhou_plugins")
+from .validation import validate_texts
 
 PROGRESS_THRESHOLD = 256
-"""Calls with at least this many texts show a progress bar unless told otherwise."""
+"""Jobs of at least this many texts show a progress bar unless told otherwise."""
 
 
-class EncoderOutOfMemoryError(RuntimeError):
-    """Even a single text does not fit in the device's memory."""
-
-
-def validate_texts(texts: Any, *, what: str = "texts") -> list[str]:
-    """Check every input before any model work, naming the positions of the bad ones.
-
-    A lone string is refused rather than iterated character by character; ``None``, non-strings and
-    blank strings are refused because each would otherwise become a meaningless vector.
-    """
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of strings, not a single {type(texts).__name__}")
-    if not isinstance(texts, Sequence):
-        try:
-            texts = list(texts)
-        except TypeError:
-            raise TypeError(f"{what} must be a list of strings, not {type(texts).__name__}") from None
-    nones = [i for i, t in enumerate(texts) if t is None]
-    others = [i for i, t in enumerate(texts) if t is not None and not isinstance(t, str)]
-    if nones or others:
-        parts = []
-        if nones:
-            parts.append(f"None at position(s) {_positions(nones)}")
-        if others:
-            kinds = sorted({type(texts[i]).__name__ for i in others})
-            parts.append(f"non-string ({', '.join(kinds)}) at position(s) {_positions(others)}")
-        raise TypeError(f"{what} must all be strings: {'; '.join(parts)}")
-    blank = [i for i, t in enumerate(texts) if not t.strip()]
-    if blank:
-        raise ValueError(f"{what} must not be empty or whitespace-only: position(s) {_positions(blank)}")
-    return list(texts)
-
-
-def _positions(positions: list[int], shown: int = 10) -> str:
-    head = ", ".join(str(p) for p in positions[:shown])
-    return head + (f", ... ({len(positions)} in all)" if len(positions) > shown else "")
+def wants_progress(requested: bool | None, total: int | None, default: bool | None = None) -> bool:
+    """Whether to show a progress bar: as asked, else as configured, else for long jobs only."""
+    for choice in (requested, default):
+        if choice is not None:
+            return choice
+    return total is None or total >= PROGRESS_THRESHOLD
 
 
 class Encoder:
-    """Embeds texts with one model; the weights come from the process-wide registry.
+    """Embeds texts with one model through one backend.
 
-    Construct it with an :class:`EncoderConfig` or its fields as keywords
-    (``Encoder(model="...", batch_tokens=8192)``). Two encoders of the same checkpoint share one copy
-    of the weights; :meth:`shared` returns the very same encoder for the same configuration.
+    Construct it with an :class:`EncoderConfig`, a mapping of its fields, or its fields as keywords
+    (``Encoder(model="...", batch_tokens=8192)``); or around a ``backend=`` of your own. Two
+    encoders of the same checkpoint share one copy of the weights; :meth:`shared` returns the very
+    same encoder for the same configuration.
     """
 
-    def __init__(self, config: EncoderConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        config: EncoderConfig | Mapping[str, Any] | None = None,
+        *,
+        backend: Backend | None = None,
+        **options: Any,
+    ) -> None:
         if config is not None and options:
             raise TypeError("pass either an EncoderConfig or its fields as keywords, not both")
-        self.config = config if config is not None else EncoderConfig(**options)
-        self._loaded: LoadedModel = registry.get_model(self.config)
-        limit = self._loaded.position_limit
-        if self.config.max_length is not None and self.config.max_length > limit:
-            raise ValueError(
-                f"max_length={self.config.max_length} exceeds what {self.config.model!r} can attend "
-                f"to ({limit} positions)"
+        if isinstance(config, Mapping):
+            config = EncoderConfig(**config)
+        elif config is not None and not isinstance(config, EncoderConfig):
+            raise TypeError(
+                f"Encoder takes an EncoderConfig, a mapping of its fields or keywords, not "
+                f"{type(config).__name__}"
             )
-        self.max_length: int = self.config.max_length or self._loaded.default_max_length
-        self.pooling = self.config.pooling or self._loaded.default_pooling
-        # A private copy of the fast tokenizer, set to truncate at our max_length: the Rust tokenizer
-        # holds truncation state and is not safe to share between threads, so it is also guarded.
-        self._tokenizer = Tokenizer.from_str(self._loaded.tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(self.max_length)
-        self._tokenizer_lock = threading.Lock()
-        self._inference_lock = registry.inference_lock(self._loaded)
+        if config is None and backend is not None and "model" not in options:
+            options["model"] = backend.facts.model
+        self.config: EncoderConfig = config if config is not None else EncoderConfig(**options)
+        self.backend: Backend = backend if backend is not None else backend_for(self.config)
+        self._checked_prefixes: set[str] = set()
+        self._cache: Any = None
+        if self.config.cache_dir is not None:
+            from .cache import EmbeddingCache
+
+            facts = self.backend.facts
+            self._cache = EmbeddingCache(self.config.cache_dir, facts.fingerprint, facts.dimension)
 
     @classmethod
-    def shared(cls, config: EncoderConfig | None = None, **options: Any) -> Encoder:
+    def shared(cls, config: EncoderConfig | Mapping[str, Any] | None = None, **options: Any) -> Encoder:
         """The process-wide encoder for this configuration (created on first use)."""
         if config is not None and options:
             raise TypeError("pass either an EncoderConfig or its fields as keywords, not both")
-        return registry.shared_encoder(config if config is not None else EncoderConfig(**options))
+        if not isinstance(config, EncoderConfig):
+            config = EncoderConfig(**(dict(config) if isinstance(config, Mapping) else options))
+        with _shared_lock:
+            encoder = _shared.get(config)
+            if encoder is None:
+                encoder = cls(config)
+                _shared[config] = encoder
+            return encoder
 
     # -- facts --------------------------------------------------------------------------------------
 
     @property
+    def facts(self) -> BackendFacts:
+        return self.backend.facts
+
+    @property
     def dimension(self) -> int:
         """Length of every vector this encoder returns."""
-        return self._loaded.dimension
+        return self.facts.dimension
 
     @property
     def model_name(self) -> str:
@@ -118,24 +101,38 @@ class Encoder:
 
     @property
     def family(self) -> str:
-        """``qzhou``, ``decoder`` or ``encoder``: decides padding side and default instructions."""
-        return self._loaded.family
+        """``qzhou``, ``decoder`` or ``bert``: decides padding side and default instructions."""
+        return self.facts.family
 
     @property
-    def device(self) -> torch.device:
-        return self._loaded.device
+    def pooling(self) -> str:
+        return self.facts.pooling
 
     @property
-    def dtype(self) -> torch.dtype:
-        return self._loaded.dtype
+    def max_length(self) -> int:
+        return self.facts.max_length
+
+    @property
+    def device(self) -> Any:
+        """The torch device of a local backend (None for a backend that has none)."""
+        return getattr(self.backend, "device", None)
+
+    @property
+    def dtype(self) -> Any:
+        return getattr(self.backend, "dtype", None)
+
+    @property
+    def cache(self) -> Any:
+        """The embedding cache (``cache_dir``), or None."""
+        return self._cache
 
     def prefixes(self, task: TaskLike = None) -> tuple[str, str]:
         """The exact (query, document) text this model puts before inputs for ``task``."""
-        return self._loaded.prompt_style.prefixes(task)
+        return self.facts.prompt_style.prefixes(task)
 
     def instruction_prefix(self, instruction: str | None) -> str:
         """The text placed before inputs for a raw ``instruction`` in this model's format."""
-        return self._loaded.prompt_style.format(instruction)
+        return self.facts.prompt_style.format(instruction)
 
     # -- encoding -----------------------------------------------------------------------------------
 
@@ -179,97 +176,59 @@ class Encoder:
         return await asyncio.to_thread(self.encode, texts, instruction, show_progress=show_progress)
 
     def encode_with_prefix(
-        self, texts: Sequence[str], prefix: str, *, show_progress: bool | None = None
+        self,
+        texts: Sequence[str],
+        prefix: str | Sequence[str],
+        *,
+        show_progress: bool | None = None,
+        what: str = "texts",
     ) -> np.ndarray:
-        """Embed ``prefix + text`` for each text; the other encode methods choose the prefix."""
-        checked = validate_texts(texts)
-        return self.encode_prefixed([prefix + text for text in checked], show_progress=show_progress)
+        """Embed ``prefix + text`` for each text; ``prefix`` is one string or one per text.
 
-    def encode_prefixed(self, texts: list[str], *, show_progress: bool | None = None) -> np.ndarray:
-        """Embed texts that already carry their prefixes (validated by the caller)."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        token_ids = self.tokenize(texts)
-        lengths = [len(ids) for ids in token_ids]
-        batches = plan_batches(lengths, self.config.batch_tokens)
-        show = show_progress if show_progress is not None else self.config.show_progress
-        if show is None:
-            show = len(texts) >= PROGRESS_THRESHOLD
-        output = np.empty((len(texts), self.dimension), dtype=np.float32)
-        with tqdm(total=len(texts), unit="text", desc="Embedding", disable=not show) as progress:
-            for batch in batches:
-                output[batch] = self._run([token_ids[p] for p in batch])
-                progress.update(len(batch))
-        return output
+        Every edge comes through here: the texts are validated (``what`` names them in errors) and
+        each distinct prefix is checked to leave room for text under ``max_length``.
+        """
+        checked = validate_texts(texts, what=what)
+        prefixes = [prefix] * len(checked) if isinstance(prefix, str) else list(prefix)
+        if len(prefixes) != len(checked):
+            raise ValueError(f"{len(prefixes)} prefixes for {len(checked)} {what}")
+        for distinct in set(prefixes):
+            self._check_prefix(distinct)
+        full = [p + text for p, text in zip(prefixes, checked, strict=True)]
+        show = wants_progress(show_progress, len(full), self.config.show_progress)
+        if self._cache is not None:
+            return self._cache.embed(full, lambda missing: self.backend.embed(missing, show_progress=show))
+        return self.backend.embed(full, show_progress=show)
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text (special tokens included), truncated to ``max_length`` with a warning."""
-        with self._tokenizer_lock:
-            encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
-        truncated = sum(1 for encoding in encodings if encoding.overflowing)
-        if truncated:
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were truncated to %d tokens (instruction "
-                "included); raise max_length (this model allows up to %d) to keep more.",
-                truncated,
-                len(texts),
-                self.max_length,
-                self.max_length,
-                self._loaded.position_limit,
+    def _check_prefix(self, prefix: str) -> None:
+        """Refuse an instruction that alone fills ``max_length``: every text would get its vector."""
+        if not prefix or prefix in self._checked_prefixes:
+            return
+        counted = self.backend.count_tokens([prefix])
+        if counted is not None and counted[0] >= self.max_length:
+            raise ValueError(
+                f"the instruction alone takes {counted[0]} tokens and max_length is {self.max_length}: "
+                f"nothing of any text would be kept, and every text would get the same vector. Raise "
+                f"max_length (this model allows {self.facts.position_limit}) or shorten the instruction "
+                f"({prefix[:60]!r}...)"
             )
-        return [encoding.ids for encoding in encodings]
-
-    def _run(self, batch: list[list[int]]) -> np.ndarray:
-        """One planned batch, split in halves and retried if the device runs out of memory."""
-        try:
-            return self._forward(batch)
-        except torch.OutOfMemoryError:
-            width = max(len(ids) for ids in batch)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(batch) == 1:
-                raise EncoderOutOfMemoryError(
-                    f"a single text of {width} tokens does not fit in {self.device} memory; lower "
-                    "max_length or use a device with more memory"
-                ) from None
-            logger.warning(
-                "Out of memory on a batch of %d texts x %d tokens; splitting it in two and retrying. "
-                "Lower batch_tokens to avoid the retry.",
-                len(batch),
-                width,
-            )
-            half = len(batch) // 2
-            return np.concatenate([self._run(batch[:half]), self._run(batch[half:])])
-
-    def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        loaded = self._loaded
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), loaded.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            span = slice(width - len(ids), width) if loaded.padding_side == "left" else slice(0, len(ids))
-            input_ids[row, span] = ids
-            mask[row, span] = 1
-        inputs: dict[str, Any] = {
-            "input_ids": torch.from_numpy(input_ids).to(loaded.device),
-            "attention_mask": torch.from_numpy(mask).to(loaded.device),
-        }
-        if loaded.needs_position_ids:
-            # Count positions from each text's first real token, so that left padding does not shift
-            # a text's rotary positions: its vector is then the same alone or in any batch.
-            inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-            inputs["use_cache"] = False
-        if loaded.bidirectional:
-            inputs["is_causal"] = False
-        with self._inference_lock, torch.inference_mode():
-            hidden = loaded.module(**inputs).last_hidden_state
-            vectors = pool(hidden, inputs["attention_mask"], self.pooling)
-            if self.config.normalize:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return vectors.cpu().numpy().astype(np.float32, copy=False)
+        self._checked_prefixes.add(prefix)
 
     def __repr__(self) -> str:
         return (
             f"Encoder(model={self.config.model!r}, family={self.family!r}, dimension={self.dimension}, "
-            f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+            f"backend={self.backend!r})"
         )
+
+
+_shared_lock = threading.RLock()
+_shared: dict[EncoderConfig, Encoder] = {}
+
+
+def release_all() -> None:
+    """Forget every shared encoder and loaded model so that their memory can be freed."""
+    from .backends.local.registry import release_weights
+
+    with _shared_lock:
+        _shared.clear()
+    release_weights()

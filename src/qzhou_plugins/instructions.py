@@ -21,7 +21,9 @@ from enum import Enum
 from functools import cache
 from importlib import resources
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 QZHOU_INSTRUCTION_FORMAT = "Instruct: {instruction}\nQuery: "
 """The prompt format of the authors' evaluation code (with a space after ``Query:``)."""
@@ -53,6 +55,26 @@ class Task(BaseModel):
     name: str = Field(description="Task type, published task name, or 'custom'.")
     instruction: str | None = Field(description="Instruction text; None means no instruction at all.")
     both_sides: bool = False
+
+    @field_validator("instruction", mode="before")
+    @classmethod
+    def _instruction_is_text(cls, value: Any) -> str | None:
+        return check_instruction(value)
+
+
+def check_instruction(value: Any, *, what: str = "instruction") -> str | None:
+    """An instruction as given by a user: a string or None; ``""`` means none, blank is refused.
+
+    A number, a list or bytes would otherwise become text through ``str()`` and be embedded as an
+    instruction; a whitespace-only one would be a prefix of nothing but spaces.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string or None, not {type(value).__name__} {value!r}")
+    if value and not value.strip():
+        raise ValueError(f"{what} must not be whitespace-only; use '' or None for no instruction")
+    return value
 
 
 TaskLike = str | TaskType | Task | None
@@ -169,7 +191,8 @@ class PromptStyle(BaseModel):
 
     def format(self, instruction: str | None) -> str:
         """The prefix for one instruction; no instruction gives no prefix."""
-        return "" if not instruction else self.template.format(instruction=instruction)
+        checked = check_instruction(instruction)
+        return "" if not checked else self.template.format(instruction=checked)
 
     def prefixes(self, task: TaskLike = None) -> tuple[str, str]:
         """The (query prefix, document prefix) for ``task``; ``None`` is the model's default."""

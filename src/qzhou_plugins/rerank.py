@@ -13,11 +13,20 @@ from typing import Literal
 
 import numpy as np
 
-from .encoder import Encoder, validate_texts
+from .encoder import Encoder
 from .instructions import TaskLike, TaskType
+from .validation import as_list, check_count, check_score, has_content, validate_text, validate_texts
 
 LOWEST_SCORE = -1.0
 """The score given to an empty candidate: no cosine can be lower."""
+
+EmptyCandidates = Literal["error", "lowest"]
+EMPTY_MODES: tuple[str, ...] = ("error", "lowest")
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` scaled to length 1 row by row (a zero row stays zero), so dot product = cosine."""
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
 
 
 @dataclass(frozen=True)
@@ -34,16 +43,22 @@ def score_candidates(
     candidates: Sequence[str | None],
     *,
     task: TaskLike = TaskType.RERANKING,
-    empty: Literal["error", "lowest"] = "error",
+    empty: EmptyCandidates = "error",
 ) -> np.ndarray:
     """Cosine of the query (query side of ``task``) with each candidate (document side), in order.
 
     ``empty="lowest"`` scores blank or missing candidates :data:`LOWEST_SCORE` instead of raising:
     a chain that reranks whatever a retriever returned should not fail on one empty page.
     """
-    validate_texts([query], what="query")
+    if empty not in EMPTY_MODES:
+        raise ValueError(f"empty must be one of {', '.join(EMPTY_MODES)}, not {empty!r}")
+    query = validate_text(query, what="query")
+    candidates = as_list(candidates, what="candidates")
     if empty == "lowest":
-        filled = [i for i, text in enumerate(candidates) if isinstance(text, str) and text.strip()]
+        filled = [i for i, text in enumerate(candidates) if isinstance(text, str) and has_content(text)]
+        # What remains must still be valid text (no lone surrogate), named at its own position.
+        kept = set(filled)
+        validate_texts([t if i in kept else "-" for i, t in enumerate(candidates)], what="candidates")
     else:
         validate_texts(candidates, what="candidates")
         filled = list(range(len(candidates)))
@@ -51,12 +66,29 @@ def score_candidates(
     if not filled:
         return scores
     query_prefix, document_prefix = encoder.prefixes(task)
-    texts = [query_prefix + query] + [document_prefix + str(candidates[i]) for i in filled]
-    vectors = encoder.encode_prefixed(texts)
-    if not encoder.config.normalize:
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    texts = [query] + [str(candidates[i]) for i in filled]
+    vectors = encoder.encode_with_prefix(texts, [query_prefix] + [document_prefix] * len(filled))
+    if not encoder.facts.normalized:
+        vectors = unit_rows(vectors)
     scores[filled] = vectors[1:] @ vectors[0]
     return scores
+
+
+def rank(
+    scores: Sequence[float] | np.ndarray, *, top_n: int | None = None, threshold: float | None = None
+) -> list[RankedCandidate]:
+    """Positions by decreasing score: at most ``top_n`` (None: all), none under ``threshold``.
+
+    The one sort of the package: ties keep the caller's order, so a rerank of equally good
+    candidates is stable, whichever adapter asked.
+    """
+    top_n = check_count(top_n, what="top_n")
+    threshold = check_score(threshold, what="threshold")
+    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    ranked = [RankedCandidate(index=i, score=float(scores[i])) for i in order]
+    if threshold is not None:
+        ranked = [candidate for candidate in ranked if candidate.score >= threshold]
+    return ranked if top_n is None else ranked[:top_n]
 
 
 def rerank(
@@ -67,17 +99,10 @@ def rerank(
     top_n: int | None = None,
     threshold: float | None = None,
     task: TaskLike = TaskType.RERANKING,
-    empty: Literal["error", "lowest"] = "error",
+    empty: EmptyCandidates = "error",
 ) -> list[RankedCandidate]:
-    """Candidates by decreasing score; at most ``top_n``, none under ``threshold``.
-
-    Ties keep the caller's order, so a rerank of equally good candidates is stable.
-    """
-    if top_n is not None and top_n < 0:
-        raise ValueError(f"top_n must be a positive number or None, not {top_n}")
+    """Candidates by decreasing score; at most ``top_n``, none under ``threshold`` (see :func:`rank`)."""
+    check_count(top_n, what="top_n")
+    check_score(threshold, what="threshold")
     scores = score_candidates(encoder, query, candidates, task=task, empty=empty)
-    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
-    ranked = [RankedCandidate(index=i, score=float(scores[i])) for i in order]
-    if threshold is not None:
-        ranked = [candidate for candidate in ranked if candidate.score >= threshold]
-    return ranked if top_n is None else ranked[:top_n]
+    return rank(scores, top_n=top_n, threshold=threshold)

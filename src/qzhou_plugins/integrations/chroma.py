@@ -27,7 +27,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
 
 from ..config import DEFAULT_MODEL, EncoderConfig
-from ..encoder import Encoder, validate_texts
+from ..encoder import Encoder
+from ..validation import validate_texts
 from ..instructions import Task, TaskLike, TaskType, resolve_task
 
 EMBEDDING_FUNCTION_NAME = "qzhou"
@@ -192,13 +193,13 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         """Document-side vectors as one float32 array (what the collection helper stores)."""
         checked = validate_texts(texts, what="documents")
         prefixed = [self.prefixes[1] + text for text in checked]
-        return self.encoder.encode_prefixed(prefixed, show_progress=show_progress)
+        return self.encoder.encode_with_prefix(prefixed, "", show_progress=show_progress)
 
     def embed_queries(self, texts: Documents, *, show_progress: bool | None = None) -> np.ndarray:
         """Query-side vectors as one float32 array."""
         checked = validate_texts(texts, what="queries")
         prefixed = [self.prefixes[0] + text for text in checked]
-        return self.encoder.encode_prefixed(prefixed, show_progress=show_progress)
+        return self.encoder.encode_with_prefix(prefixed, "", show_progress=show_progress)
 
     # -- the Chroma protocol ------------------------------------------------------------------------
 

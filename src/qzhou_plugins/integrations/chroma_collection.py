@@ -36,7 +36,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
 
 from ..config import DEFAULT_MODEL
-from ..encoder import PROGRESS_THRESHOLD, Encoder, validate_texts
+from ..encoder import PROGRESS_THRESHOLD, Encoder
+from ..validation import validate_texts
 from ..instructions import TaskLike, TaskType
 from ..rerank import score_candidates
 from .chroma import (

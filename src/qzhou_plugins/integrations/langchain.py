@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from typing_extensions import Self
 
 from ..config import DEFAULT_MODEL, DType, EncoderConfig
-from ..encoder import Encoder, validate_texts
+from ..encoder import Encoder
+from ..validation import validate_texts
 from ..instructions import Task, TaskLike, TaskType, resolve_task
 from ..rerank import rerank
 

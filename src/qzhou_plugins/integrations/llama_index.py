@@ -32,7 +32,8 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
     ) from error
 
 from ..config import AttentionImplementation, DType, EncoderConfig, Pooling
-from ..encoder import Encoder, validate_texts
+from ..encoder import Encoder
+from ..validation import validate_texts
 from ..instructions import Task, TaskLike, TaskType
 from ..rerank import score_candidates
 

@@ -1,26 +1,22 @@
-"""The process-wide models: one copy of each set of weights, whatever asks for it.
+"""The process-wide weights: one copy of each model in memory, whatever asks for it.
 
 A 7B model is 15 GB in bf16; two adapters that each load their own copy would double that. Every
-encoder, reranker and adapter therefore gets its weights from here, keyed by what changes the weights
-in memory (checkpoint path, device, dtype, attention), while options that only change how texts are
-encoded (instructions, batch budget, normalisation) stay per encoder.
+local backend therefore gets its weights from here, keyed by what changes the weights in memory
+(checkpoint path, device, dtype, attention), while options that only change how texts are encoded
+(instructions, batch budget, normalisation) stay per backend. This module holds weights only: the
+shared encoders are the encoder's own business.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
-from typing import TYPE_CHECKING
 
-from .config import EncoderConfig
+from ...config import EncoderConfig
 from .loading import LoadedModel, load_model, weights_key
-
-if TYPE_CHECKING:
-    from .encoder import Encoder
 
 _lock = threading.RLock()
 _models: dict[tuple[str, ...], LoadedModel] = {}
-_encoders: dict[EncoderConfig, Encoder] = {}
 _model_locks: dict[tuple[str, ...], threading.Lock] = {}
 
 
@@ -46,28 +42,15 @@ def inference_lock(loaded: LoadedModel) -> threading.Lock:
         return _model_locks.setdefault(loaded.key, threading.Lock())
 
 
-def shared_encoder(config: EncoderConfig) -> Encoder:
-    """The one :class:`~qzhou_plugins.encoder.Encoder` of this process for ``config``."""
-    from .encoder import Encoder
-
-    with _lock:
-        encoder = _encoders.get(config)
-        if encoder is None:
-            encoder = Encoder(config)
-            _encoders[config] = encoder
-        return encoder
-
-
 def loaded_models() -> list[LoadedModel]:
     """Every set of weights in memory now; its length is the number of models loaded."""
     with _lock:
         return list(_models.values())
 
 
-def release_all() -> None:
-    """Forget every shared model and encoder so that their memory can be freed."""
+def release_weights() -> None:
+    """Forget every loaded model so that its memory can be freed once no backend holds it."""
     with _lock:
-        _encoders.clear()
         _models.clear()
         _model_locks.clear()
     gc.collect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import Pooling
+from ...config import Pooling
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: Pooling) -> torch.Tensor:

@@ -9,9 +9,11 @@ loaded through ``AutoModel`` as it is, with the model's sentence-transformers fi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,8 @@ from transformers.models.auto.modeling_auto import (
     MODEL_MAPPING,
 )
 
-from .config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig, Pooling
-from .instructions import QZHOU_PROMPT_STYLE, PromptStyle
+from ...config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig, Pooling
+from ...instructions import QZHOU_PROMPT_STYLE, PromptStyle
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -53,7 +55,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     family: str
-    """``qzhou`` (bidirectional Qwen2), ``decoder`` (another causal-LM backbone) or ``encoder``."""
+    """``qzhou`` (bidirectional Qwen2), ``decoder`` (another causal-LM backbone) or ``bert``."""
     padding_side: str
     default_pooling: Pooling
     default_max_length: int
@@ -81,15 +83,32 @@ def _demo_model_path() -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+_hub_paths: dict[str, Path] = {}
+_hub_lock = threading.Lock()
+
+
 def resolve_model_path(model: str) -> Path:
     """A local directory as it is; a hub id through the Hugging Face cache (honouring HF_HUB_OFFLINE).
 
     The name :data:`DEMO_MODEL` is kept portable (it is what gets persisted, e.g. in a Chroma
-    collection) and resolved here to the packaged copy, so demos and tests run with no network.
+    collection) and resolved here to the packaged copy, so demos and tests run with no network. A
+    hub id is looked up once per process: later encoders of the same model do no hub I/O.
     """
+    with _hub_lock:
+        known = _hub_paths.get(model)
+    if known is not None:
+        return known
+    path = _resolve(model)
+    if not Path(model).expanduser().is_dir():
+        with _hub_lock:
+            _hub_paths[model] = path
+    return path
+
+
+def _resolve(model: str) -> Path:
     if model == DEMO_MODEL:
         packaged = _demo_model_path()
-        return packaged if packaged is not None else resolve_model_path(f"sentence-transformers/{model}")
+        return packaged if packaged is not None else _resolve(f"sentence-transformers/{model}")
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
@@ -153,9 +172,18 @@ def _sentence_transformers_pooling(path: Path) -> Pooling | None:
 
 
 def pick_device(requested: str | None) -> torch.device:
-    if requested is not None:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device once it is known to exist here; CUDA when present if none is requested."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            has = f"{count} CUDA device(s)" if count else "no CUDA device"
+            raise ModelLoadError(f"device {requested!r} is not available: this machine has {has}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {requested!r} is not available: this machine has no MPS device")
+    return device
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
@@ -220,7 +248,38 @@ def load_model(config: EncoderConfig) -> LoadedModel:
         # transformers' mask builder turns into a bidirectional (padding-only) mask, and the attention
         # layers receive is_causal=False from the model's forward: both are needed, see tests.
         hf_config.is_causal = False
+    module = _load_weights(config, path, hf_config, is_decoder, dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{config.model!r} has no fast tokenizer (tokenizer.json); convert it first")
+    pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    return LoadedModel(
+        key=key,
+        name=config.model,
+        path=path,
+        module=module,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        dimension=int(hf_config.hidden_size),
+        needs_position_ids=is_decoder,
+        bidirectional=bidirectional,
+        pad_token_id=int(pad_token_id),
+        **_family_defaults(path, hf_config, tokenizer, is_decoder=is_decoder, qzhou=qzhou, bidirectional=bidirectional),
+    )
 
+
+def _load_weights(
+    config: EncoderConfig, path: Path, hf_config: PretrainedConfig, is_decoder: bool, dtype: torch.dtype
+) -> PreTrainedModel:
+    """The model module in eval mode, refused if any weight is missing or does not fit."""
+    if config.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ModelLoadError(
+            "attn_implementation='flash_attention_2' needs the flash-attn package (CUDA only): "
+            "pip install flash-attn, or use 'sdpa'"
+        )
     model_class = MODEL_MAPPING[type(hf_config)] if is_decoder else AutoModel
     try:
         module, info = model_class.from_pretrained(
@@ -234,12 +293,19 @@ def load_model(config: EncoderConfig) -> LoadedModel:
         raise ModelLoadError(f"cannot load the weights of {config.model!r}: {error}") from error
     # An unused pooler head of a BERT-style encoder may be absent: it never touches the vectors.
     _check_loading_info(config.model, info, ignorable=("pooler.",))
-    module.eval().to(device)
+    return module.eval()  # type: ignore[no-any-return]
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelLoadError(f"{config.model!r} has no fast tokenizer (tokenizer.json); convert it first")
 
+def _family_defaults(
+    path: Path,
+    hf_config: PretrainedConfig,
+    tokenizer: Any,
+    *,
+    is_decoder: bool,
+    qzhou: bool,
+    bidirectional: bool,
+) -> dict[str, Any]:
+    """Family, padding side, pooling, lengths and prompt style, from the model's own files."""
     st_settings = _read_json(path / "sentence_bert_config.json")
     st_config = _read_json(path / "config_sentence_transformers.json")
     position_limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or 10**9
@@ -249,41 +315,25 @@ def load_model(config: EncoderConfig) -> LoadedModel:
         default_pooling: Pooling = "mean" if bidirectional else "last"
         padding_side = "left"
     else:
-        family = "encoder"
-        model_limit = min(position_limit, int(tokenizer.model_max_length or position_limit))
-        default_max = int(st_settings.get("max_seq_length", model_limit))
+        family = "bert"
+        position_limit = min(position_limit, int(tokenizer.model_max_length or position_limit))
+        default_max = int(st_settings.get("max_seq_length", position_limit))
         default_pooling = "mean"
         padding_side = "right"
-        position_limit = model_limit
     prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if isinstance(v, str) and v}
     prompt_style = (
         QZHOU_PROMPT_STYLE.model_copy(update={"saved_prompts": prompts})
         if qzhou
         else PromptStyle(saved_prompts=prompts)
     )
-    pad_token_id = tokenizer.pad_token_id
-    if pad_token_id is None:
-        pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-
-    return LoadedModel(
-        key=key,
-        name=config.model,
-        path=path,
-        module=module,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
-        family=family,
-        padding_side=padding_side,
-        default_pooling=_sentence_transformers_pooling(path) or default_pooling,
-        default_max_length=min(default_max, position_limit),
-        position_limit=position_limit,
-        dimension=int(hf_config.hidden_size),
-        prompt_style=prompt_style,
-        needs_position_ids=is_decoder,
-        bidirectional=bidirectional,
-        pad_token_id=int(pad_token_id),
-    )
+    return {
+        "family": family,
+        "padding_side": padding_side,
+        "default_pooling": _sentence_transformers_pooling(path) or default_pooling,
+        "default_max_length": min(default_max, position_limit),
+        "position_limit": position_limit,
+        "prompt_style": prompt_style,
+    }
 
 
 def weights_key(config: EncoderConfig) -> tuple[str, ...]:

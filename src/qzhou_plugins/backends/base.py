@@ -1,0 +1,68 @@
+"""The seam between the encoder and a model: prefixed texts in, float32 rows out.
+
+Everything above the seam (instructions and sides, validation, the caller's order, the embedding
+cache, every adapter) is the same whichever runtime computes the vectors; everything below it
+(tokenising, batching by tokens, the forward pass, pooling, out-of-memory retries, or a request to a
+served model) is the backend's business. A new runtime is a new class with the members of
+:class:`Backend`; nothing above the seam changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..instructions import PromptStyle
+
+
+@dataclass(frozen=True)
+class BackendFacts:
+    """What the layers above the seam need to know about the model behind it."""
+
+    model: str
+    """The model name as the user gave it (what gets persisted)."""
+    dimension: int
+    max_length: int
+    """Tokens per text (prefix included) before truncation."""
+    position_limit: int
+    """The most tokens the model can attend to: the ceiling of ``max_length``."""
+    prompt_style: PromptStyle
+    """How this model turns a task into query and document prefixes."""
+    family: str
+    """``qzhou`` (bidirectional Qwen2), ``decoder`` (another causal-LM backbone) or ``bert`` (a
+    BERT-style, masked-LM encoder): decides padding side and default instructions."""
+    pooling: str
+    normalized: bool
+    """Whether rows come back L2-normalised (dot product = cosine)."""
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    """Everything that decides the vectors (weights identity, dtype, pooling, ...), as text: equal
+    fingerprints give equal vectors for equal prefixed texts, which is what a cache may rely on."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A runtime that turns prefixed texts into vectors."""
+
+    @property
+    def facts(self) -> BackendFacts:
+        """The model's facts; constant for the life of the backend."""
+        ...
+
+    def embed(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        """One float32 row per text, in the order given.
+
+        The texts are validated and already carry their prefixes: the backend adds nothing and
+        drops nothing. An empty list gives a ``(0, dimension)`` array.
+        """
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens of each text as the model sees it (special tokens included), or None if unknown.
+
+        The encoder uses it to refuse an instruction that alone fills ``max_length``: every text
+        would then be cut to the instruction, and all would get one and the same vector.
+        """
+        ...

@@ -1,0 +1,236 @@
+"""The local backend: a model in this process, computing vectors with torch.
+
+tokenise once -> plan batches by tokens -> pad (left for decoders, with positions counted from each
+text's first real token) -> forward -> pool in fp32 -> normalise; a batch that runs out of memory is
+split in two and retried. The weights come from the process-wide registry, so every backend of one
+checkpoint shares them; what only changes how texts are encoded (max_length, pooling, batch budget)
+is per backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from ...config import EncoderConfig
+from ..base import BackendFacts
+from . import registry
+from .batching import plan_batches
+from .loading import LoadedModel
+from .pooling import pool
+
+logger = logging.getLogger("qzhou_plugins")
+
+MOSTLY_UNKNOWN = 0.5
+"""A text with at least this share of unknown tokens is reported: its vector says little of it."""
+
+
+class EncoderOutOfMemoryError(RuntimeError):
+    """Even a single text does not fit in the device's memory."""
+
+
+class LocalBackend:
+    """Embeds prefixed texts with a model loaded in this process (see the module docstring)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        self.config = config
+        self.loaded: LoadedModel = registry.get_model(config)
+        limit = self.loaded.position_limit
+        if config.max_length is not None and config.max_length > limit:
+            raise ValueError(
+                f"max_length={config.max_length} exceeds what {config.model!r} can attend to "
+                f"({limit} positions)"
+            )
+        self.max_length: int = config.max_length or self.loaded.default_max_length
+        # A private copy of the fast tokenizer, set to truncate at our max_length: the Rust tokenizer
+        # holds truncation state and is not safe to share between threads, so it is also guarded.
+        self._tokenizer = Tokenizer.from_str(self.loaded.tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.no_padding()
+        specials = self._tokenizer.num_special_tokens_to_add(False)
+        if self.max_length <= specials:
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for text: {config.model!r} adds {specials} "
+                f"special token(s) to every text; use at least {specials + 1}"
+            )
+        self._tokenizer.enable_truncation(self.max_length)
+        self._tokenizer_lock = threading.Lock()
+        self._inference_lock = registry.inference_lock(self.loaded)
+        self._unknown_id = _unknown_token_id(self._tokenizer)
+        self._facts = BackendFacts(
+            model=config.model,
+            dimension=self.loaded.dimension,
+            max_length=self.max_length,
+            position_limit=limit,
+            prompt_style=self.loaded.prompt_style,
+            family=self.loaded.family,
+            pooling=config.pooling or self.loaded.default_pooling,
+            normalized=config.normalize,
+            fingerprint=self._fingerprint(),
+        )
+
+    @property
+    def facts(self) -> BackendFacts:
+        return self._facts
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.loaded.dtype
+
+    def _fingerprint(self) -> dict[str, str]:
+        """What decides the vectors; the weights by their files' names, sizes and times."""
+        files = sorted(p for p in self.loaded.path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
+        stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        return {
+            "backend": "local",
+            "model": self.config.model,
+            "weights": hashlib.sha256(f"{self.loaded.path}|{stamp}".encode()).hexdigest()[:16],
+            "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "bidirectional": str(self.loaded.bidirectional),
+            "pooling": self.config.pooling or self.loaded.default_pooling,
+            "normalize": str(self.config.normalize),
+            "max_length": str(self.max_length),
+        }
+
+    # -- the seam -----------------------------------------------------------------------------------
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        with self._tokenizer_lock:
+            self._tokenizer.no_truncation()
+            try:
+                encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+            finally:
+                self._tokenizer.enable_truncation(self.max_length)
+        return [len(encoding.ids) for encoding in encodings]
+
+    def embed(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        output = np.empty((len(texts), self.facts.dimension), dtype=np.float32)
+        if not texts:
+            return output
+        token_ids = self.tokenize(list(texts))
+        batches = plan_batches([len(ids) for ids in token_ids], self.config.batch_tokens)
+        with tqdm(total=len(texts), unit="text", desc="Embedding", disable=not show_progress) as progress:
+            for batch in batches:
+                output[batch] = self._run([token_ids[p] for p in batch])
+                progress.update(len(batch))
+        return output
+
+    # -- below the seam -----------------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (special tokens included), truncated to ``max_length`` with a warning."""
+        with self._tokenizer_lock:
+            encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        truncated = sum(1 for encoding in encodings if encoding.overflowing)
+        if truncated:
+            logger.warning(
+                "%d of %d texts were longer than %d tokens and were truncated to %d tokens (instruction "
+                "included); raise max_length (this model allows up to %d) to keep more.",
+                truncated,
+                len(texts),
+                self.max_length,
+                self.max_length,
+                self.loaded.position_limit,
+            )
+        ids = [encoding.ids for encoding in encodings]
+        self._report_unknown(ids, [encoding.special_tokens_mask for encoding in encodings])
+        return ids
+
+    def _report_unknown(self, ids: list[list[int]], special: list[list[int]]) -> None:
+        if self._unknown_id is None:
+            return
+        mostly = []
+        for position, (row, mask) in enumerate(zip(ids, special, strict=True)):
+            real = len(row) - sum(mask)
+            unknown = sum(1 for token in row if token == self._unknown_id)
+            if real and unknown / real >= MOSTLY_UNKNOWN:
+                mostly.append(position)
+        if mostly:
+            from ...validation import positions
+
+            logger.warning(
+                "%d of %d texts are mostly unknown tokens to %s's tokenizer (position(s) %s): their "
+                "vectors say little about them. Typical causes: words longer than the tokenizer's "
+                "word limit, or a script the vocabulary does not cover.",
+                len(mostly),
+                len(ids),
+                self.config.model,
+                positions(mostly),
+            )
+
+    def _run(self, batch: list[list[int]]) -> np.ndarray:
+        """One planned batch, split in halves and retried if the device runs out of memory."""
+        try:
+            return self._forward(batch)
+        except torch.OutOfMemoryError:
+            width = max(len(ids) for ids in batch)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise EncoderOutOfMemoryError(
+                    f"a single text of {width} tokens does not fit in {self.device} memory; lower "
+                    "max_length or use a device with more memory"
+                ) from None
+            logger.warning(
+                "Out of memory on a batch of %d texts x %d tokens; splitting it in two and retrying. "
+                "Lower batch_tokens to avoid the retry.",
+                len(batch),
+                width,
+            )
+            half = len(batch) // 2
+            return np.concatenate([self._run(batch[:half]), self._run(batch[half:])])
+
+    def _inputs(self, batch: list[list[int]]) -> dict[str, Any]:
+        """Padded ids, mask and (decoders) positions counted from each text's first real token."""
+        loaded = self.loaded
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), loaded.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            span = slice(width - len(ids), width) if loaded.padding_side == "left" else slice(0, len(ids))
+            input_ids[row, span] = ids
+            mask[row, span] = 1
+        inputs: dict[str, Any] = {
+            "input_ids": torch.from_numpy(input_ids).to(loaded.device),
+            "attention_mask": torch.from_numpy(mask).to(loaded.device),
+        }
+        if loaded.needs_position_ids:
+            # Left padding must not shift a text's rotary positions: its vector is then the same
+            # alone or in any batch.
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+            inputs["use_cache"] = False
+        if loaded.bidirectional:
+            inputs["is_causal"] = False
+        return inputs
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        inputs = self._inputs(batch)
+        with self._inference_lock, torch.inference_mode():
+            hidden = self.loaded.module(**inputs).last_hidden_state
+            vectors = pool(hidden, inputs["attention_mask"], self.facts.pooling)  # type: ignore[arg-type]
+            if self.config.normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalBackend(model={self.config.model!r}, family={self.facts.family!r}, "
+            f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
+
+def _unknown_token_id(tokenizer: Tokenizer) -> int | None:
+    """The id of the unknown token of a WordPiece/BPE/Unigram vocabulary, if it has one."""
+    name = getattr(tokenizer.model, "unk_token", None)
+    return tokenizer.token_to_id(name) if isinstance(name, str) else None

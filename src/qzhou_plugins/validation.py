@@ -1,0 +1,124 @@
+"""The one check that every text passes before any model work, whichever edge it came through.
+
+A bad input must fail here, with its position, rather than deep inside a tokenizer or, worse, come
+out as a plausible vector: an empty or invisible text would be embedded as the bare instruction,
+a dict as its keys, a lone surrogate would crash the Rust tokenizer with no position. Adapters,
+the Chroma helpers, the CLI and the server all call :func:`validate_texts`, so every edge refuses
+the same things with the same words.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Set
+from typing import Any
+
+_WORD = re.compile(r"\w")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+"""Control, format (zero-width, BOM), surrogate and separator characters."""
+
+
+def positions(found: list[int], shown: int = 10) -> str:
+    """``1, 3, 7`` or ``0, 1, ..., 9, ... (15 in all)``: the positions of the bad items of a list."""
+    head = ", ".join(str(p) for p in found[:shown])
+    return head + (f", ... ({len(found)} in all)" if len(found) > shown else "")
+
+
+def has_content(text: str) -> bool:
+    """Whether ``text`` has a visible character: not only white space, control or zero-width ones."""
+    if _WORD.search(text):  # the fast path: almost every real text has a letter or a digit
+        return True
+    return any(unicodedata.category(character) not in _INVISIBLE_CATEGORIES for character in text)
+
+
+def as_list(items: Any, *, what: str, kind: str = "strings") -> list[Any]:
+    """``items`` as a list, refusing what would be silently misread as one.
+
+    A string would be iterated character by character, a mapping by its keys, a set in no stable
+    order; a generator is consumed once, so the list made here is what the caller must go on with.
+    """
+    if isinstance(items, (str, bytes, bytearray)):
+        return _refuse(f"{what} must be a list of {kind}, not a single {type(items).__name__}")
+    if isinstance(items, (Mapping, Set)):
+        return _refuse(f"{what} must be a list of {kind}, not a {type(items).__name__}")
+    if isinstance(items, list):
+        return items
+    if not isinstance(items, Iterable):
+        return _refuse(f"{what} must be a list of {kind}, not {type(items).__name__}")
+    return list(items)
+
+
+def _refuse(message: str) -> list[Any]:
+    raise TypeError(message)
+
+
+def validate_texts(texts: Any, *, what: str = "texts") -> list[str]:
+    """The texts as a list, once every one is known to be a string with something to embed.
+
+    Refused, with the positions named: ``None`` and non-strings; texts that are empty or only white
+    space, control or zero-width characters (they would all get the vector of the bare instruction);
+    lone surrogates, which cannot be encoded as UTF-8.
+    """
+    items = as_list(texts, what=what)
+    nones = [i for i, t in enumerate(items) if t is None]
+    others = [i for i, t in enumerate(items) if t is not None and not isinstance(t, str)]
+    if nones or others:
+        parts = []
+        if nones:
+            parts.append(f"None at position(s) {positions(nones)}")
+        if others:
+            kinds = sorted({type(items[i]).__name__ for i in others})
+            parts.append(f"non-string ({', '.join(kinds)}) at position(s) {positions(others)}")
+        raise TypeError(f"{what} must all be strings: {'; '.join(parts)}")
+    blank = [i for i, t in enumerate(items) if not t.strip()]
+    if blank:
+        raise ValueError(f"{what} must not be empty or whitespace-only: position(s) {positions(blank)}")
+    invisible = [i for i, t in enumerate(items) if not has_content(t)]
+    if invisible:
+        raise ValueError(
+            f"{what} must have visible content: position(s) {positions(invisible)} hold only control, "
+            "zero-width or other invisible characters"
+        )
+    broken = [i for i, t in enumerate(items) if _SURROGATE.search(t)]
+    if broken:
+        first = items[broken[0]]
+        at = _SURROGATE.search(first).start()  # type: ignore[union-attr]
+        raise ValueError(
+            f"{what} must be valid Unicode: position(s) {positions(broken)} hold a lone surrogate "
+            f"(the first, {first[at]!r}, at character {at} of position {broken[0]}); decode the source "
+            "with errors='replace' or fix it"
+        )
+    return items
+
+
+def validate_text(text: Any, *, what: str = "query") -> str:
+    """One text (a query), checked as :func:`validate_texts` checks each item of a list."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string, not {type(text).__name__}")
+    return validate_texts([text], what=what)[0]
+
+
+def check_count(value: Any, *, what: str, allow_none: bool = True, minimum: int = 0) -> int | None:
+    """A count given by a user (``top_n``, ``n_results``): an int, never a bool or a float."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "an int or None" if allow_none else "an int"
+        raise TypeError(f"{what} must be {expected}, not {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, not {value}")
+    return value
+
+
+def check_score(value: Any, *, what: str) -> float | None:
+    """A score threshold: a finite number or None (NaN would silently drop everything)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number or None, not {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, not {value!r}")
+    return float(value)
