@@ -126,9 +126,21 @@ class Encoder:
         """The embedding cache (``cache_dir``), or None."""
         return self._cache
 
-    def prefixes(self, task: TaskLike = None) -> tuple[str, str]:
-        """The exact (query, document) text this model puts before inputs for ``task``."""
-        return self.facts.prompt_style.prefixes(task)
+    def prefixes(
+        self,
+        task: TaskLike = None,
+        *,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+    ) -> tuple[str, str]:
+        """The exact (query, document) text this model puts before inputs for ``task``.
+
+        An explicit ``query_instruction`` / ``document_instruction`` overrides the task on its side
+        (``""``: none); see :meth:`~qzhou_plugins.instructions.PromptStyle.side_prefixes`.
+        """
+        return self.facts.prompt_style.side_prefixes(
+            task, query_instruction=query_instruction, document_instruction=document_instruction
+        )
 
     def instruction_prefix(self, instruction: str | None) -> str:
         """The text placed before inputs for a raw ``instruction`` in this model's format."""

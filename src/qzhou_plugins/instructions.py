@@ -194,6 +194,25 @@ class PromptStyle(BaseModel):
         checked = check_instruction(instruction)
         return "" if not checked else self.template.format(instruction=checked)
 
+    def side_prefixes(
+        self,
+        task: TaskLike = None,
+        *,
+        query_instruction: str | None = None,
+        document_instruction: str | None = None,
+    ) -> tuple[str, str]:
+        """The (query, document) prefixes for ``task``, where an explicit instruction overrides one side.
+
+        ``None`` leaves a side to the task; ``""`` means no instruction on that side. Every adapter
+        that lets users override a side comes here, so the rule is decided once.
+        """
+        query, document = self.prefixes(task)
+        if query_instruction is not None:
+            query = self.format(check_instruction(query_instruction, what="query_instruction"))
+        if document_instruction is not None:
+            document = self.format(check_instruction(document_instruction, what="document_instruction"))
+        return query, document
+
     def prefixes(self, task: TaskLike = None) -> tuple[str, str]:
         """The (query prefix, document prefix) for ``task``; ``None`` is the model's default."""
         resolved = resolve_task(task)
