@@ -23,10 +23,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
-    "Backend",
-    "BackendFacts",
     "DEMO_MODEL",
     "QZHOU_INSTRUCTION_FORMAT",
+    "Backend",
+    "BackendFacts",
     "Encoder",
     "EncoderConfig",
     "EncoderOutOfMemoryError",

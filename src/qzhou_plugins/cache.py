@@ -23,9 +23,7 @@ class EmbeddingCache:
         try:
             import diskcache  # type: ignore[import-untyped]
         except ImportError as error:
-            raise ImportError(
-                "cache_dir needs diskcache: pip install 'qzhou-plugins[cache]'"
-            ) from error
+            raise ImportError("cache_dir needs diskcache: pip install 'qzhou-plugins[cache]'") from error
         self.directory = directory
         self.dimension = dimension
         self._namespace = json.dumps(dict(fingerprint), sort_keys=True).encode()

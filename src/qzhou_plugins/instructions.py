@@ -20,7 +20,6 @@ import json
 from enum import Enum
 from functools import cache
 from importlib import resources
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

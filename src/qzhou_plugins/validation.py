@@ -76,12 +76,6 @@ def validate_texts(texts: Any, *, what: str = "texts") -> list[str]:
     blank = [i for i, t in enumerate(items) if not t.strip()]
     if blank:
         raise ValueError(f"{what} must not be empty or whitespace-only: position(s) {positions(blank)}")
-    invisible = [i for i, t in enumerate(items) if not has_content(t)]
-    if invisible:
-        raise ValueError(
-            f"{what} must have visible content: position(s) {positions(invisible)} hold only control, "
-            "zero-width or other invisible characters"
-        )
     broken = [i for i, t in enumerate(items) if _SURROGATE.search(t)]
     if broken:
         first = items[broken[0]]
@@ -90,6 +84,12 @@ def validate_texts(texts: Any, *, what: str = "texts") -> list[str]:
             f"{what} must be valid Unicode: position(s) {positions(broken)} hold a lone surrogate "
             f"(the first, {first[at]!r}, at character {at} of position {broken[0]}); decode the source "
             "with errors='replace' or fix it"
+        )
+    invisible = [i for i, t in enumerate(items) if not has_content(t)]
+    if invisible:
+        raise ValueError(
+            f"{what} must have visible content: position(s) {positions(invisible)} hold only control, "
+            "zero-width or other invisible characters"
         )
     return items
 

@@ -267,7 +267,9 @@ def load_model(config: EncoderConfig) -> LoadedModel:
         needs_position_ids=is_decoder,
         bidirectional=bidirectional,
         pad_token_id=int(pad_token_id),
-        **_family_defaults(path, hf_config, tokenizer, is_decoder=is_decoder, qzhou=qzhou, bidirectional=bidirectional),
+        **_family_defaults(
+            path, hf_config, tokenizer, is_decoder=is_decoder, qzhou=qzhou, bidirectional=bidirectional
+        ),
     )
 
 
