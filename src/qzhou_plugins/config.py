@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 DEFAULT_MODEL = "Kingsoft-LLM/QZhou-Embedding"
 """The hub id of QZhou-Embedding, the model this package is built for."""
@@ -20,6 +20,9 @@ QZHOU_DEFAULT_MAX_LENGTH = 8192
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Pooling = Literal["mean", "cls", "last", "max"]
 AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
+LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional", "pooling")
+"""Options of a model loaded in this process, which a served model decides on its server."""
+
 StrictCount = Annotated[int, Strict()]
 """An int that is never a bool (``True`` would otherwise mean 1) nor a float or a numeric string."""
 
@@ -62,6 +65,36 @@ class EncoderConfig(BaseModel):
         default=None,
         description="Folder of an on-disk embedding cache (the 'cache' extra); None: no cache.",
     )
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible API of a served model (e.g. http://host:8000/v1); None: load it here.",
+    )
+    api_key: str | None = Field(
+        default=None,
+        repr=False,
+        exclude=True,
+        description="Bearer key of the served model's API; None: the QZHOU_API_KEY environment variable.",
+    )
+    timeout: float = Field(
+        default=120.0, gt=0, description="Seconds to wait for one request to a served model."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, not {value!r}")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _no_local_options_for_a_served_model(self) -> EncoderConfig:
+        local = sorted(self.model_fields_set & set(LOCAL_ONLY_OPTIONS))
+        if self.base_url is not None and local:
+            raise ValueError(
+                f"{', '.join(local)} decide(s) how a model is loaded here, but base_url={self.base_url!r} "
+                "names a served model: set them on the server instead"
+            )
+        return self
 
     @field_validator("model", "cache_dir", mode="before")
     @classmethod

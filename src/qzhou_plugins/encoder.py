@@ -172,20 +172,45 @@ class Encoder:
     async def aencode_queries(
         self, texts: Sequence[str], task: TaskLike = None, *, show_progress: bool | None = None
     ) -> np.ndarray:
-        """:meth:`encode_queries` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.encode_queries, texts, task, show_progress=show_progress)
+        """:meth:`encode_queries` without blocking the event loop."""
+        query_prefix, _ = self.prefixes(task)
+        return await self.aencode_with_prefix(texts, query_prefix, show_progress=show_progress)
 
     async def aencode_documents(
         self, texts: Sequence[str], task: TaskLike = None, *, show_progress: bool | None = None
     ) -> np.ndarray:
-        """:meth:`encode_documents` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.encode_documents, texts, task, show_progress=show_progress)
+        """:meth:`encode_documents` without blocking the event loop."""
+        _, document_prefix = self.prefixes(task)
+        return await self.aencode_with_prefix(texts, document_prefix, show_progress=show_progress)
 
     async def aencode(
         self, texts: Sequence[str], instruction: str | None = None, *, show_progress: bool | None = None
     ) -> np.ndarray:
-        """:meth:`encode` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.encode, texts, instruction, show_progress=show_progress)
+        """:meth:`encode` without blocking the event loop."""
+        prefix = self.instruction_prefix(instruction)
+        return await self.aencode_with_prefix(texts, prefix, show_progress=show_progress)
+
+    async def aencode_with_prefix(
+        self,
+        texts: Sequence[str],
+        prefix: str | Sequence[str],
+        *,
+        show_progress: bool | None = None,
+        what: str = "texts",
+    ) -> np.ndarray:
+        """:meth:`encode_with_prefix` without blocking the event loop.
+
+        A backend with an ``aembed`` coroutine (a served model) is awaited directly, so many
+        concurrent calls are many requests in flight; a local model runs in a worker thread, where
+        its forward passes queue on the model's lock, not on the loop.
+        """
+        aembed = getattr(self.backend, "aembed", None)
+        if aembed is None or self._cache is not None:
+            return await asyncio.to_thread(
+                self.encode_with_prefix, texts, prefix, show_progress=show_progress, what=what
+            )
+        full = self._prefixed(texts, prefix, what)
+        return await aembed(full)  # type: ignore[no-any-return]
 
     def encode_with_prefix(
         self,
@@ -200,17 +225,21 @@ class Encoder:
         Every edge comes through here: the texts are validated (``what`` names them in errors) and
         each distinct prefix is checked to leave room for text under ``max_length``.
         """
+        full = self._prefixed(texts, prefix, what)
+        show = wants_progress(show_progress, len(full), self.config.show_progress)
+        if self._cache is not None:
+            return self._cache.embed(full, lambda missing: self.backend.embed(missing, show_progress=show))
+        return self.backend.embed(full, show_progress=show)
+
+    def _prefixed(self, texts: Sequence[str], prefix: str | Sequence[str], what: str) -> list[str]:
+        """Validated texts with their prefixes, each distinct prefix checked against max_length."""
         checked = validate_texts(texts, what=what)
         prefixes = [prefix] * len(checked) if isinstance(prefix, str) else list(prefix)
         if len(prefixes) != len(checked):
             raise ValueError(f"{len(prefixes)} prefixes for {len(checked)} {what}")
         for distinct in set(prefixes):
             self._check_prefix(distinct)
-        full = [p + text for p, text in zip(prefixes, checked, strict=True)]
-        show = wants_progress(show_progress, len(full), self.config.show_progress)
-        if self._cache is not None:
-            return self._cache.embed(full, lambda missing: self.backend.embed(missing, show_progress=show))
-        return self.backend.embed(full, show_progress=show)
+        return [p + text for p, text in zip(prefixes, checked, strict=True)]
 
     def _check_prefix(self, prefix: str) -> None:
         """Refuse an instruction that alone fills ``max_length``: every text would get its vector."""

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from .backends.base import unit_rows
 from .encoder import Encoder
 from .instructions import TaskLike, TaskType
 from .validation import as_list, check_count, check_score, has_content, validate_text, validate_texts
@@ -23,10 +24,7 @@ LOWEST_SCORE = -1.0
 EmptyCandidates = Literal["error", "lowest"]
 EMPTY_MODES: tuple[str, ...] = ("error", "lowest")
 
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """``vectors`` scaled to length 1 row by row (a zero row stays zero), so dot product = cosine."""
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+__all__ = ["LOWEST_SCORE", "RankedCandidate", "rank", "rerank", "score_candidates", "unit_rows"]
 
 
 @dataclass(frozen=True)

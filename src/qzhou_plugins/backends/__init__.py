@@ -1,4 +1,5 @@
-"""Runtimes behind the encoder's seam: :class:`Backend` is the contract, ``local`` the torch one."""
+"""Runtimes behind the encoder's seam: :class:`Backend` is the contract, ``local`` the torch one,
+``remote`` a served model over an OpenAI-compatible API."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from .base import Backend, BackendFacts
 
 
 def backend_for(config: EncoderConfig) -> Backend:
-    """The backend that ``config`` asks for: today, the model loaded in this process."""
+    """The backend that ``config`` asks for: a served model when it has a ``base_url``, else a local one."""
+    if config.base_url is not None:
+        from .remote import RemoteBackend
+
+        return RemoteBackend(config)
     from .local import LocalBackend
 
     return LocalBackend(config)

@@ -18,6 +18,11 @@ import numpy as np
 from ..instructions import PromptStyle
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` scaled to length 1 row by row (a zero row stays zero), so dot product = cosine."""
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+
+
 @dataclass(frozen=True)
 class BackendFacts:
     """What the layers above the seam need to know about the model behind it."""

@@ -1,0 +1,220 @@
+"""The remote backend: a model served over an OpenAI-compatible ``/v1/embeddings`` API.
+
+Our client applies the instructions (the encoder hands it prefixed texts), so the server needs to
+know nothing of QZhou's prompt format: ours, vLLM, text-embeddings-inference or Infinity serve the
+same vectors. Large inputs are split into requests of bounded size sent concurrently; 429, 5xx and
+connection errors are retried with backoff (honouring ``Retry-After``); every other failure becomes
+a :class:`RemoteBackendError` that says which server answered what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ..config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig
+from ..instructions import QZHOU_PROMPT_STYLE, PromptStyle
+from .base import BackendFacts, unit_rows
+
+REQUEST_TEXTS = 64
+"""Texts per request: small enough for any server's limits, large enough to batch well there."""
+CONCURRENT_REQUESTS = 4
+RETRIES = 4
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class RemoteBackendError(RuntimeError):
+    """The served model could not be used; the message names the server and its answer."""
+
+
+class RemoteBackend:
+    """Embeds prefixed texts through a served model (see the module docstring)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        if config.base_url is None:
+            raise ValueError("RemoteBackend needs EncoderConfig.base_url")
+        self.config = config
+        self.base_url = config.base_url
+        key = config.api_key or os.environ.get("QZHOU_API_KEY")
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(timeout=config.timeout, headers=self._headers)
+        self._facts = self._learn_facts()
+
+    @property
+    def facts(self) -> BackendFacts:
+        return self._facts
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        return None  # the OpenAI API has no tokenizer route; the server truncates and says so
+
+    # -- facts ---------------------------------------------------------------------------------------
+
+    def _learn_facts(self) -> BackendFacts:
+        """The served model's facts: from our server's ``/models`` entry, else from a probe."""
+        entry = self._model_entry()
+        qzhou = entry.get("family") == "qzhou" or "qzhou" in self.config.model.lower()
+        dimension = entry.get("dimension")
+        if not isinstance(dimension, int):
+            dimension = int(self._post_embeddings(["dimension probe"]).shape[1])
+        pooling = entry.get("pooling") or ("mean" if qzhou else "server")
+        return BackendFacts(
+            model=self.config.model,
+            dimension=dimension,
+            max_length=int(entry.get("max_length") or self.config.max_length or QZHOU_DEFAULT_MAX_LENGTH),
+            position_limit=int(entry.get("position_limit") or entry.get("max_length") or 10**9),
+            prompt_style=QZHOU_PROMPT_STYLE if qzhou else PromptStyle(),
+            family=str(entry.get("family") or ("qzhou" if qzhou else "served")),
+            pooling=str(pooling),
+            normalized=self.config.normalize,
+            fingerprint={
+                "backend": "remote",
+                "model": self.config.model,
+                "base_url": self.base_url,
+                "pooling": str(pooling),
+                "normalize": str(self.config.normalize),
+            },
+        )
+
+    def _model_entry(self) -> dict[str, Any]:
+        """This model's entry of ``GET /models`` ({} when the server does not list it)."""
+        response = self._send("GET", "/models")
+        try:
+            listed = (response.json().get("data") or []) if response.status_code == 200 else []
+        except (ValueError, AttributeError):
+            listed = []  # not a model list: the probe in _learn_facts tells the rest
+        entries = [e for e in listed if isinstance(e, dict) and e.get("id") == self.config.model]
+        return entries[0] if entries else {}
+
+    # -- embedding -----------------------------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        chunks = [list(texts[i : i + REQUEST_TEXTS]) for i in range(0, len(texts), REQUEST_TEXTS)]
+        if not chunks:
+            return np.zeros((0, self.facts.dimension), dtype=np.float32)
+        with ThreadPoolExecutor(max_workers=min(CONCURRENT_REQUESTS, len(chunks))) as pool:
+            rows = list(pool.map(self._post_embeddings, chunks))
+        return self._finish(np.concatenate(rows))
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`embed` without a thread: requests go out concurrently on the running event loop."""
+        chunks = [list(texts[i : i + REQUEST_TEXTS]) for i in range(0, len(texts), REQUEST_TEXTS)]
+        if not chunks:
+            return np.zeros((0, self.facts.dimension), dtype=np.float32)
+        limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
+        async with httpx.AsyncClient(timeout=self.config.timeout, headers=self._headers) as client:
+
+            async def one(chunk: list[str]) -> np.ndarray:
+                async with limit:
+                    return await self._apost_embeddings(client, chunk)
+
+            rows = await asyncio.gather(*(one(chunk) for chunk in chunks))
+        return self._finish(np.concatenate(rows))
+
+    def _finish(self, rows: np.ndarray) -> np.ndarray:
+        """Rows as float32, unit length when asked (idempotent for a server that normalises)."""
+        rows = rows.astype(np.float32, copy=False)
+        return unit_rows(rows).astype(np.float32, copy=False) if self.config.normalize else rows
+
+    def _body(self, texts: list[str]) -> dict[str, Any]:
+        # No extension fields: the texts carry their prefixes, and a strict server may refuse extras.
+        return {"model": self.config.model, "input": texts, "encoding_format": "base64"}
+
+    def _post_embeddings(self, texts: list[str]) -> np.ndarray:
+        response = self._send("POST", "/embeddings", json=self._body(texts))
+        return self._rows(response, len(texts))
+
+    async def _apost_embeddings(self, client: httpx.AsyncClient, texts: list[str]) -> np.ndarray:
+        for attempt in range(RETRIES + 1):
+            try:
+                response = await client.post(self.base_url + "/embeddings", json=self._body(texts))
+            except httpx.TransportError as error:
+                if attempt == RETRIES:
+                    raise self._unreachable(error) from None
+                await asyncio.sleep(_backoff(attempt, None))
+                continue
+            if response.status_code not in RETRIED_STATUSES or attempt == RETRIES:
+                return self._rows(response, len(texts))
+            await asyncio.sleep(_backoff(attempt, response))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, retried on connection errors, 429 and 5xx with exponential backoff."""
+        for attempt in range(RETRIES + 1):
+            try:
+                response = self._client.request(method, self.base_url + path, **kwargs)
+            except httpx.TransportError as error:
+                if attempt == RETRIES:
+                    raise self._unreachable(error) from None
+                time.sleep(_backoff(attempt, None))
+                continue
+            if response.status_code not in RETRIED_STATUSES or attempt == RETRIES:
+                return response
+            time.sleep(_backoff(attempt, response))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unreachable(self, error: Exception) -> RemoteBackendError:
+        return RemoteBackendError(
+            f"the embedding server at {self.base_url} cannot be reached after {RETRIES + 1} tries "
+            f"({type(error).__name__}: {error})"
+        )
+
+    def _rows(self, response: httpx.Response, expected: int) -> np.ndarray:
+        """The float32 rows of an embeddings response, in input order, or a clear error."""
+        if response.status_code != 200:
+            raise RemoteBackendError(
+                f"the embedding server at {self.base_url} answered {response.status_code}: "
+                f"{_error_message(response)}"
+            )
+        try:
+            data = sorted(response.json()["data"], key=lambda item: item["index"])
+            rows = [_decode(item["embedding"]) for item in data]
+        except (ValueError, KeyError, TypeError) as error:
+            raise RemoteBackendError(
+                f"the embedding server at {self.base_url} sent a response that is not an OpenAI "
+                f"embeddings list ({type(error).__name__}: {error})"
+            ) from None
+        if len(rows) != expected or len({row.shape for row in rows}) > 1:
+            raise RemoteBackendError(
+                f"the embedding server at {self.base_url} sent {len(rows)} vectors for {expected} texts"
+            )
+        return np.stack(rows)
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend(model={self.config.model!r}, base_url={self.base_url!r})"
+
+
+def _decode(embedding: Any) -> np.ndarray:
+    if isinstance(embedding, str):  # base64 of little-endian float32, as the OpenAI API sends it
+        return np.frombuffer(base64.b64decode(embedding), dtype="<f4").astype(np.float32)
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return (
+        str(body.get("detail") or body.get("message") or body)[:300] if isinstance(body, dict) else str(body)
+    )
+
+
+def _backoff(attempt: int, response: httpx.Response | None) -> float:
+    """Seconds before the next try: the server's Retry-After when given, else 0.25 s doubling."""
+    if response is not None:
+        try:
+            return min(float(response.headers.get("retry-after", "")), 30.0)
+        except ValueError:
+            pass
+    return 0.25 * 2**attempt
