@@ -3,9 +3,11 @@ left padding with correct positions, and refusal of broken checkpoints."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,9 +43,7 @@ def reference_vector(checkpoint: Path, token_ids: list[int], *, causal: bool) ->
     loaded model really uses.
     """
     config = json.loads((checkpoint / "config.json").read_text())
-    weights = {
-        k.removeprefix("model."): v.double() for k, v in load_file(checkpoint / "model.safetensors").items()
-    }
+    weights = _fp64_weights(checkpoint)
     heads, kv_heads = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim = config["hidden_size"] // heads
     eps = config["rms_norm_eps"]
@@ -79,8 +79,21 @@ def reference_vector(checkpoint: Path, token_ids: list[int], *, causal: bool) ->
     return (pooled / pooled.norm()).float().numpy()
 
 
+@functools.cache
+def _fp64_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights in float64, read once per test session (the vocabulary is 151k rows)."""
+    return {
+        k.removeprefix("model."): v.double() for k, v in load_file(checkpoint / "model.safetensors").items()
+    }
+
+
+@functools.cache
+def _tokenizer(checkpoint: str) -> Any:
+    return AutoTokenizer.from_pretrained(checkpoint)
+
+
 def _token_ids(checkpoint: str, text: str) -> list[int]:
-    return AutoTokenizer.from_pretrained(checkpoint)(text)["input_ids"]
+    return _tokenizer(checkpoint)(text)["input_ids"]
 
 
 def test_loads_without_remote_code(tiny_qzhou_path: str) -> None:
