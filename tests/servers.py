@@ -42,7 +42,12 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float,
 
 @contextlib.contextmanager
 def running(
-    command: Sequence[str], ready_url: str, log: Path, *, timeout: float = 180, env: dict[str, str] | None = None
+    command: Sequence[str],
+    ready_url: str,
+    log: Path,
+    *,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server process for the duration of the block; stopped with SIGTERM, then SIGKILL."""
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", **(env or {})}
