@@ -20,7 +20,7 @@ QZHOU_DEFAULT_MAX_LENGTH = 8192
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Pooling = Literal["mean", "cls", "last", "max"]
 AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
-LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional", "pooling")
+LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional")
 """Options of a model loaded in this process, which a served model decides on its server."""
 
 StrictCount = Annotated[int, Strict()]
@@ -52,7 +52,10 @@ class EncoderConfig(BaseModel):
         description="Token budget of one forward pass: texts x longest text in the batch, padding included.",
     )
     normalize: bool = Field(default=True, description="L2-normalise vectors so that dot product = cosine.")
-    pooling: Pooling | None = Field(default=None, description="None: the model family's own pooling.")
+    pooling: Pooling | None = Field(
+        default=None,
+        description="None: the model family's own pooling (with base_url: the pooling the server applies).",
+    )
     attn_implementation: AttentionImplementation = "sdpa"
     bidirectional: bool | None = Field(
         default=None,

@@ -64,7 +64,8 @@ class RemoteBackend:
         dimension = entry.get("dimension")
         if not isinstance(dimension, int):
             dimension = int(self._post_embeddings(["dimension probe"]).shape[1])
-        pooling = entry.get("pooling") or ("mean" if qzhou else "server")
+        # The pooling the server applies: as it says, else as the user declares, else QZhou's own.
+        pooling = entry.get("pooling") or self.config.pooling or ("mean" if qzhou else "unknown")
         return BackendFacts(
             model=self.config.model,
             dimension=dimension,
