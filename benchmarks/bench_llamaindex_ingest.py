@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     ours = QZhouEmbedding(model=DEMO_MODEL)
     theirs = HuggingFaceEmbedding(model_name=str(get_model_path()))
     texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-    lengths = [len(ids) for ids in ours.encoder.tokenize(texts)]
+    lengths = [len(ids) for ids in ours.encoder.backend.tokenize(texts)]  # the local backend, truncated
     print(
         f"{len(nodes)} chunks of SciFact abstracts (SentenceSplitter, chunk_size={args.chunk_size}); "
         f"{np.mean(lengths):.0f} tokens on average, {min(lengths)} to {max(lengths)}"

@@ -244,13 +244,13 @@ def test_explicit_instructions_override_the_task_per_side(
     assert_vectors(embed_model.get_text_embedding_batch(TEXTS), encode_prefixed(tiny_encoder, sts_prompted))
     embed_model.query_instruction = ""  # '' means no instruction at all, not "the task's"
     assert_vectors(embed_model.get_query_embedding(QUERIES[0]), encode_prefixed(tiny_encoder, QUERIES[:1])[0])
-    embed_model = QZhouEmbedding(model=tiny_qzhou_path, task="sts", text_instruction="")
+    embed_model = QZhouEmbedding(model=tiny_qzhou_path, task="sts", document_instruction="")
     assert_vectors(embed_model.get_text_embedding_batch(TEXTS), encode_prefixed(tiny_encoder, TEXTS))
     assert_vectors(
         embed_model.get_query_embedding(TEXTS[0]), encode_prefixed(tiny_encoder, sts_prompted[:1])[0]
     )
     with pytest.raises(ValueError, match="would be ignored"):
-        QZhouEmbedding(model=tiny_qzhou_path, task="sts", query_instruction="a", text_instruction="b")
+        QZhouEmbedding(model=tiny_qzhou_path, task="sts", query_instruction="a", document_instruction="b")
 
 
 async def test_async_twins_match_the_sync_methods(tiny_qzhou_path: str) -> None:
@@ -386,13 +386,13 @@ def test_pickle_carries_the_settings_not_the_weights(
 def test_embedding_cache_serves_repeated_texts(tiny_qzhou_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     embed_model = QZhouEmbedding(model=tiny_qzhou_path, embeddings_cache=SimpleKVStore())
     calls: list[int] = []
-    encode_documents = embed_model.encoder.encode_documents
+    encode_with_prefix = embed_model.encoder.encode_with_prefix
 
-    def counting(texts: list[str], task: Any = None, **kwargs: Any) -> np.ndarray:
+    def counting(texts: list[str], prefix: Any, **kwargs: Any) -> np.ndarray:
         calls.append(len(texts))
-        return encode_documents(texts, task, **kwargs)
+        return encode_with_prefix(texts, prefix, **kwargs)
 
-    monkeypatch.setattr(embed_model.encoder, "encode_documents", counting)
+    monkeypatch.setattr(embed_model.encoder, "encode_with_prefix", counting)
     first = embed_model.get_text_embedding_batch(TEXTS)
     second = embed_model.get_text_embedding_batch([*TEXTS, "A new text about clouds."])
     assert calls == [len(TEXTS), 1]

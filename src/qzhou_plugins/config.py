@@ -56,7 +56,9 @@ class EncoderConfig(BaseModel):
         default=None,
         description="None: the model family's own pooling (with base_url: the pooling the server applies).",
     )
-    attn_implementation: AttentionImplementation = "sdpa"
+    attn_implementation: AttentionImplementation = Field(
+        default="sdpa", description="Attention kernel: sdpa (default), eager, or flash_attention_2 (CUDA)."
+    )
     bidirectional: bool | None = Field(
         default=None,
         description="Force bidirectional attention on a decoder checkpoint; None: QZhou checkpoints only.",

@@ -1,10 +1,11 @@
 """LangChain adapter: an ``Embeddings`` and a reranking ``BaseDocumentCompressor`` over the shared core.
 
-Both classes get their :class:`~qzhou_plugins.Encoder` from the process-wide registry, so an embedder
-for the vector store and a reranker for the retriever use one copy of the weights between them. The
-side of each text is fixed by the LangChain method that receives it: ``embed_query`` is the query
-side of the task (instructed), ``embed_documents`` the document side (instructed only for symmetric
-tasks). Instructions reach the model exactly as resolved by the core, newlines included.
+Both classes accept every :class:`~qzhou_plugins.EncoderConfig` field (or ``encoder=``, an existing
+encoder), and get their :class:`~qzhou_plugins.Encoder` from the process-wide registry, so an
+embedder for the vector store and a reranker for the retriever use one copy of the weights between
+them. The side of each text is fixed by the LangChain method that receives it: ``embed_query`` is the
+query side of the task (instructed), ``embed_documents`` the document side (instructed only for
+symmetric tasks). Instructions reach the model exactly as resolved by the core, newlines included.
 """
 
 from __future__ import annotations
@@ -22,81 +23,18 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "qzhou_plugins.langchain needs langchain-core: pip install 'qzhou-plugins[langchain]'"
     ) from error
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from ..config import DEFAULT_MODEL, DType, EncoderConfig
-from ..encoder import Encoder
-from ..validation import validate_texts
 from ..instructions import Task, TaskLike, TaskType, resolve_task
 from ..rerank import rerank
+from ..validation import as_list, check_count, check_score, positions, validate_text
+from ._options import EncoderOptions, InstructionOptions
 
 __all__ = ["QZhouEmbeddings", "QZhouReranker"]
 
-_LOADING_OPTIONS = ("model", "device", "dtype", "max_length", "batch_tokens", "show_progress")
-"""Fields that say how to build an encoder; an explicit ``encoder`` already decides all of them."""
 
-
-class _SharedEncoderOptions(BaseModel):
-    """The fields both LangChain classes accept to find (or load once) their shared encoder."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    model: str = Field(default=DEFAULT_MODEL, description="Local directory or Hugging Face hub id.")
-    encoder: Encoder | None = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="An existing encoder to use instead of model/device/... (filled in when omitted).",
-    )
-    device: str | None = Field(default=None, description="torch device; None picks CUDA when present.")
-    dtype: DType = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU.")
-    max_length: int | None = Field(
-        default=None, gt=0, description="Tokens per text (instruction included) before truncation."
-    )
-    batch_tokens: int = Field(
-        default=EncoderConfig.model_fields["batch_tokens"].default,
-        gt=0,
-        description="Token budget of one forward pass.",
-    )
-    show_progress: bool | None = Field(default=None, description="Progress bar; None: long jobs only.")
-
-    @model_validator(mode="after")
-    def _attach_shared_encoder(self) -> Self:
-        if self.encoder is None:
-            self.encoder = Encoder.shared(
-                model=self.model,
-                device=self.device,
-                dtype=self.dtype,
-                max_length=self.max_length,
-                batch_tokens=self.batch_tokens,
-                show_progress=self.show_progress,
-            )
-            return self
-        conflicting = sorted(set(_LOADING_OPTIONS) & self.model_fields_set)
-        if conflicting:
-            raise ValueError(
-                f"pass either encoder= or the options to load one, not both: the encoder already "
-                f"decides {', '.join(conflicting)}"
-            )
-        # Mirror the encoder's own settings so that what the object reports is what it uses.
-        settings = self.encoder.config
-        self.model = settings.model
-        self.device = settings.device
-        self.dtype = settings.dtype
-        self.max_length = settings.max_length
-        self.batch_tokens = settings.batch_tokens
-        self.show_progress = settings.show_progress
-        return self
-
-    @property
-    def _shared_encoder(self) -> Encoder:
-        if self.encoder is None:  # only reachable if someone assigned None after construction
-            raise RuntimeError("this object has no encoder; create a new one instead of clearing .encoder")
-        return self.encoder
-
-
-class QZhouEmbeddings(_SharedEncoderOptions, Embeddings):
+class QZhouEmbeddings(InstructionOptions, EncoderOptions, Embeddings):  # type: ignore[misc,valid-type]
     """QZhou-Embedding (or any model the core loads) as a LangChain ``Embeddings``.
 
     ``embed_query`` puts the task's instruction before the query; ``embed_documents`` leaves passages
@@ -126,12 +64,6 @@ class QZhouEmbeddings(_SharedEncoderOptions, Embeddings):
         default=TaskType.RETRIEVAL.value,
         description="Task type, published task name, custom instruction, or Task.",
     )
-    query_instruction: str | None = Field(
-        default=None, description="Instruction for queries in place of the task's; '' for none."
-    )
-    document_instruction: str | None = Field(
-        default=None, description="Instruction for documents in place of the task's; '' for none."
-    )
 
     _query_prefix: str = PrivateAttr(default="")
     _document_prefix: str = PrivateAttr(default="")
@@ -143,14 +75,13 @@ class QZhouEmbeddings(_SharedEncoderOptions, Embeddings):
 
     @model_validator(mode="after")
     def _resolve_prefixes(self) -> Self:
-        # Resolved once, at construction: a wrong task fails here, not at the first query.
-        encoder = self._shared_encoder
-        query_prefix, document_prefix = encoder.prefixes(self.task)
-        if self.query_instruction is not None:
-            query_prefix = encoder.instruction_prefix(self.query_instruction)
-        if self.document_instruction is not None:
-            document_prefix = encoder.instruction_prefix(self.document_instruction)
-        self._query_prefix, self._document_prefix = query_prefix, document_prefix
+        # Resolved once, at construction, by the core's one rule: a wrong task fails here, not at
+        # the first query, and every call then uses the very same prefixes.
+        self._query_prefix, self._document_prefix = self.encoder.prefixes(
+            self.task,
+            query_instruction=self.query_instruction,
+            document_instruction=self.document_instruction,
+        )
         return self
 
     @property
@@ -161,29 +92,35 @@ class QZhouEmbeddings(_SharedEncoderOptions, Embeddings):
     @property
     def dimension(self) -> int:
         """Length of every vector (what a vector store index must be created with)."""
-        return self._shared_encoder.dimension
+        return self.encoder.dimension
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Vectors of passages to index (document side of the task), in the order given."""
-        validate_texts(texts, what="documents")
-        vectors = self._shared_encoder.encode_with_prefix(texts, self._document_prefix)
+        """Vectors of passages to index (document side of the task), in the order given.
+
+        Any iterable of strings works, a generator included (it is read once); a lone string, a
+        mapping or a set is refused rather than misread as a list.
+        """
+        vectors = self.encoder.encode_with_prefix(texts, self._document_prefix, what="documents")
         return vectors.tolist()
 
     def embed_query(self, text: str) -> list[float]:
         """Vector of a search query (query side of the task: the instructed one)."""
-        _check_query(text)
-        return self._shared_encoder.encode_with_prefix([text], self._query_prefix)[0].tolist()
+        query = validate_text(text, what="query")
+        return self.encoder.encode_with_prefix([query], self._query_prefix, what="query")[0].tolist()
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        """:meth:`embed_documents` in a worker thread, so the event loop keeps serving other tasks."""
-        return await asyncio.to_thread(self.embed_documents, texts)
+        """:meth:`embed_documents` without blocking the event loop."""
+        vectors = await self.encoder.aencode_with_prefix(texts, self._document_prefix, what="documents")
+        return vectors.tolist()
 
     async def aembed_query(self, text: str) -> list[float]:
-        """:meth:`embed_query` in a worker thread; concurrent calls queue on the model, not the loop."""
-        return await asyncio.to_thread(self.embed_query, text)
+        """:meth:`embed_query` without blocking the loop: concurrent calls queue on the model instead."""
+        query = validate_text(text, what="query")
+        vectors = await self.encoder.aencode_with_prefix([query], self._query_prefix, what="query")
+        return vectors[0].tolist()
 
 
-class QZhouReranker(_SharedEncoderOptions, BaseDocumentCompressor):
+class QZhouReranker(EncoderOptions, BaseDocumentCompressor):  # type: ignore[misc,valid-type]
     """Reorders retrieved documents by their similarity to the query, with the embedding model.
 
     Meant as the ``base_compressor`` of a ``ContextualCompressionRetriever``. Each document's
@@ -214,6 +151,16 @@ class QZhouReranker(_SharedEncoderOptions, BaseDocumentCompressor):
     def _task_is_known(cls, task: TaskLike) -> TaskLike:
         return _known_task(task)
 
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _top_n_is_a_count(cls, value: Any) -> int | None:
+        return check_count(value, what="top_n", minimum=1)  # True is not 1 document
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _threshold_is_finite(cls, value: Any) -> float | None:
+        return check_score(value, what="score_threshold")  # NaN would silently drop everything
+
     def compress_documents(
         self,
         documents: Sequence[Document],
@@ -221,15 +168,14 @@ class QZhouReranker(_SharedEncoderOptions, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """The documents most relevant to ``query``, best first, with their ``relevance_score``."""
-        _check_query(query)
-        documents = list(documents)
+        documents = as_list(documents, what="documents", kind="langchain Document objects")
         strangers = [i for i, document in enumerate(documents) if not isinstance(document, Document)]
         if strangers:
-            raise TypeError(f"documents must be langchain Document objects: not at position(s) {strangers}")
-        if not documents:
-            return []
+            raise TypeError(
+                f"documents must be langchain Document objects: not at position(s) {positions(strangers)}"
+            )
         ranked = rerank(
-            self._shared_encoder,
+            self.encoder,
             query,
             [document.page_content for document in documents],
             top_n=self.top_n,
@@ -253,13 +199,6 @@ def _known_task(task: TaskLike) -> TaskLike:
     """Fail on an unknown task before any model is loaded; the caller's value is kept as given."""
     resolve_task(task)
     return task
-
-
-def _check_query(query: Any) -> None:
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a string, not {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query must not be empty or whitespace-only")
 
 
 def _with_score(document: Document, score: float) -> Document:

@@ -9,18 +9,21 @@ count-based batches in document order would mostly compute padding.
 ``QZhouRerank`` reranks retrieved nodes with the embedding model already in memory (a bi-encoder
 cosine), so a query engine needs no second, cross-encoder model.
 
-Both keep only the settings as pydantic fields; the loaded :class:`~qzhou_plugins.encoder.Encoder`
-is a private attribute, so ``to_dict``/``from_dict`` serialise the settings and a restored object
-reattaches to the process-wide shared encoder instead of loading the weights again.
+Both accept every :class:`~qzhou_plugins.EncoderConfig` field (or ``encoder=``) as pydantic fields,
+from the one option set both adapters share; the loaded encoder is a private attribute, so
+``to_dict``/``from_dict`` serialise the settings and a restored object reattaches to the
+process-wide shared encoder instead of loading the weights again.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-    from llama_index.core.bridge.pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+    from llama_index.core.bridge.pydantic import Field, field_validator
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -31,11 +34,10 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
         "qzhou_plugins.llama_index needs llama-index-core: pip install 'qzhou-plugins[llama-index]'"
     ) from error
 
-from ..config import AttentionImplementation, DType, EncoderConfig, Pooling
-from ..encoder import Encoder
-from ..validation import validate_texts
-from ..instructions import Task, TaskLike, TaskType
-from ..rerank import score_candidates
+from ..instructions import Task, TaskType, resolve_task
+from ..rerank import rerank
+from ..validation import check_count, validate_text, validate_texts
+from ._options import EncoderOptions, InstructionOptions
 
 __all__ = ["QZhouEmbedding", "QZhouRerank"]
 
@@ -44,94 +46,63 @@ dispatcher = get_dispatcher(__name__)
 MAX_EMBED_BATCH_SIZE = 2048
 """The largest ``embed_batch_size`` LlamaIndex accepts, and its default insert batch of a vector index."""
 
-_CONFIG_FIELDS = EncoderConfig.model_fields
+_TEXTS = "texts to embed (node contents, MetadataMode.EMBED)"
+"""How document-side texts are named in errors."""
 
 
-def _encoder_field(name: str) -> Any:
-    """A field with the default and description of :class:`EncoderConfig`, so the two cannot drift.
+def _checked_task(task: Any) -> Any:
+    """A TaskType member as its plain value, so that it serialises as the string users write.
 
-    It is frozen: these settings decide the loaded model, and changing one after construction would
-    leave the object describing a model it does not use.
+    A task name is looked up here, so that a typo fails (with the close matches) before any weights
+    are loaded; a Task, or its dict from ``to_dict()``, is pydantic's to validate.
     """
-    source = _CONFIG_FIELDS[name]
-    return Field(default=source.default, description=source.description, frozen=True)
+    if isinstance(task, TaskType):
+        return task.value
+    if isinstance(task, str):
+        resolve_task(task)
+    return task
 
 
-class EncoderSettings(BaseModel):
-    """The :class:`EncoderConfig` fields, as serialisable settings of a LlamaIndex component."""
-
-    model_config = ConfigDict(protected_namespaces=())
-
-    model: str = _encoder_field("model")
-    device: str | None = _encoder_field("device")
-    dtype: DType = _encoder_field("dtype")
-    max_length: int | None = _encoder_field("max_length")
-    batch_tokens: int = _encoder_field("batch_tokens")
-    normalize: bool = _encoder_field("normalize")
-    pooling: Pooling | None = _encoder_field("pooling")
-    attn_implementation: AttentionImplementation = _encoder_field("attn_implementation")
-    bidirectional: bool | None = _encoder_field("bidirectional")
-    show_progress: bool | None = _encoder_field("show_progress")
-
-    _encoder: Encoder = PrivateAttr()
-
-    @property
-    def encoder(self) -> Encoder:
-        """The shared core encoder: pass it to other adapters so they use the same weights."""
-        return self._encoder
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle the settings only (as ``to_dict`` does); unpickling reattaches to the shared encoder.
-
-        LlamaIndex's own ``__getstate__`` test-pickles every private attribute, which for the encoder
-        would serialise the whole model in memory (15 GB for QZhou) only to drop it; worker
-        processes (``IngestionPipeline(num_workers=...)``) pickle transformations.
-        """
-        private = self.__pydantic_private__ or {}
-        encoder = private.pop("_encoder", None)
-        try:
-            state = super().__getstate__()  # type: ignore[misc]
-            state = {**state, "__pydantic_private__": dict(state.get("__pydantic_private__") or {})}
-        finally:
-            if encoder is not None:
-                private["_encoder"] = encoder
-        return state
-
-    def encoder_config(self) -> EncoderConfig:
-        """The core configuration these settings describe."""
-        return EncoderConfig(**{name: getattr(self, name) for name in _CONFIG_FIELDS})
-
-    @staticmethod
-    def _settings_of(encoder: Encoder, data: dict[str, Any], owner: str) -> dict[str, Any]:
-        """``data`` completed with the configuration of an existing encoder, refusing contradictions."""
-        if not isinstance(encoder, Encoder):
-            kind = type(encoder).__name__
-            raise TypeError(f"{owner}(encoder=...) takes a qzhou_plugins Encoder, not {kind}")
-        given = encoder.config.model_dump()
-        clashes = [name for name in _CONFIG_FIELDS if name in data and data[name] != given[name]]
-        if clashes:
-            detail = ", ".join(f"{name}={data[name]!r} (encoder has {given[name]!r})" for name in clashes)
-            raise ValueError(f"{owner}: settings contradict the encoder passed in: {detail}")
-        return {**data, **given}
+def _renamed_text_instruction(data: dict[str, Any]) -> dict[str, Any]:
+    """``text_instruction=`` (the old name) as ``document_instruction=``, with a DeprecationWarning."""
+    if "text_instruction" not in data:
+        return data
+    data = dict(data)
+    value = data.pop("text_instruction")
+    _warn_text_instruction(stacklevel=4)
+    if data.get("document_instruction") is not None and data["document_instruction"] != value:
+        raise ValueError(
+            f"text_instruction={value!r} and document_instruction={data['document_instruction']!r} "
+            "disagree: text_instruction is the old name of document_instruction, pass only the latter"
+        )
+    data["document_instruction"] = value
+    return data
 
 
-def _plain_task(task: TaskLike) -> str | Task | None:
-    """A TaskType member as its plain value, so that it serialises as the string users write."""
-    return task.value if isinstance(task, TaskType) else task
+def _warn_text_instruction(stacklevel: int) -> None:
+    warnings.warn(
+        "QZhouEmbedding's text_instruction is now document_instruction (one name across the package); "
+        "text_instruction will be removed in a future release",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
-class QZhouEmbedding(EncoderSettings, BaseEmbedding):
+class QZhouEmbedding(InstructionOptions, EncoderOptions, BaseEmbedding):  # type: ignore[misc,valid-type]
     """QZhou-Embedding (or any model the core loads) as a LlamaIndex embedding model.
 
     ``task`` picks the instructions: a task type (``"retrieval"``, ``"sts"``, ...), a task name of
     the authors' published evaluation (``"FiQA2018"``) or a custom query instruction (a sentence).
-    ``query_instruction`` / ``text_instruction`` override the task on their side with an explicit
+    ``query_instruction`` / ``document_instruction`` override the task on their side with an explicit
     instruction in the model's format (``""`` means none); leave them ``None`` to follow the task.
+    (``text_instruction`` is the deprecated old name of ``document_instruction``.)
 
     Construct it with ``model=`` (LlamaIndex's ``model_name`` is kept equal to it) or from a loaded
     ``encoder=``. Options that decide the loaded model are frozen after construction; ``task`` and
     the instructions are read at each call and may be changed.
     """
+
+    _synonyms: ClassVar[dict[str, str]] = {"model_name": "model"}
 
     model_name: str = Field(default="", description="Same as model: the checkpoint.", frozen=True)
     embed_batch_size: int = Field(
@@ -144,62 +115,93 @@ class QZhouEmbedding(EncoderSettings, BaseEmbedding):
         default=None,
         description="Task type, published task name or custom query instruction; None: model default.",
     )
-    query_instruction: str | None = Field(
-        default=None, description="Explicit query-side instruction (overrides the task); '' for none."
-    )
-    text_instruction: str | None = Field(
-        default=None, description="Explicit document-side instruction (overrides the task); '' for none."
-    )
 
-    def __init__(self, encoder: Encoder | None = None, **data: Any) -> None:
-        model, model_name = data.get("model"), data.get("model_name")
-        if model is not None and model_name and model_name != model:
-            raise ValueError(
-                f"model={model!r} and model_name={model_name!r} disagree: they name the same checkpoint, "
-                "pass one of them"
-            )
-        if model is None and model_name:
-            data["model"] = model_name
-        if encoder is not None:
-            data = self._settings_of(encoder, data, "QZhouEmbedding")
-        data["model_name"] = data.get("model", _CONFIG_FIELDS["model"].default)
-        data["task"] = _plain_task(data.get("task"))
+    def __init__(self, **data: Any) -> None:
+        data = _renamed_text_instruction(data)
+        data["task"] = _checked_task(data.get("task"))
         super().__init__(**data)
-        if self.task is not None and self.query_instruction is not None and self.text_instruction is not None:
+        overridden = self.query_instruction is not None and self.document_instruction is not None
+        if self.task is not None and overridden:
             raise ValueError(
-                f"task={self.task!r} would be ignored: query_instruction and text_instruction are both set, "
-                "and an explicit instruction overrides the task on its side"
+                f"task={self.task!r} would be ignored: query_instruction and document_instruction are both "
+                "set, and an explicit instruction overrides the task on its side"
             )
-        self._encoder = encoder if encoder is not None else Encoder.shared(self.encoder_config())
-        self._encoder.prefixes(self.task)  # an unknown task fails here, not at the first query
 
     @classmethod
     def class_name(cls) -> str:
         return "QZhouEmbedding"
 
+    @property
+    def text_instruction(self) -> str | None:
+        """Deprecated: the old name of :attr:`document_instruction`."""
+        _warn_text_instruction(stacklevel=3)
+        return self.document_instruction
+
+    @text_instruction.setter
+    def text_instruction(self, value: str | None) -> None:
+        _warn_text_instruction(stacklevel=5)  # the caller, past pydantic's __setattr__
+        self.document_instruction = value
+
     def to_payload(self) -> dict[str, Any]:
         """What instrumentation events report about this model: the base fields plus the task."""
         return {**super().to_payload(), "task": self.task, "batch_tokens": self.batch_tokens}
 
+    @property
+    def prefixes(self) -> tuple[str, str]:
+        """The exact (query, document) text placed before inputs, from the task and instructions now.
+
+        Read at each call (``task`` and the instructions may be changed after construction); the
+        rule that decides them is the core's (:meth:`Encoder.prefixes`).
+        """
+        return self.encoder.prefixes(
+            self.task,
+            query_instruction=self.query_instruction,
+            document_instruction=self.document_instruction,
+        )
+
     # -- query side ---------------------------------------------------------------------------------
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        texts = validate_texts([query], what="query")
-        if self.query_instruction is not None:
-            vectors = self._encoder.encode(texts, self.query_instruction)
-        else:
-            vectors = self._encoder.encode_queries(texts, self.task)
-        return vectors[0].tolist()
+        checked = validate_text(query, what="query")
+        return self.encoder.encode_with_prefix([checked], self.prefixes[0], what="query")[0].tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        texts = validate_texts([query], what="query")
-        if self.query_instruction is not None:
-            vectors = await self._encoder.aencode(texts, self.query_instruction)
-        else:
-            vectors = await self._encoder.aencode_queries(texts, self.task)
+        checked = validate_text(query, what="query")
+        vectors = await self.encoder.aencode_with_prefix([checked], self.prefixes[0], what="query")
         return vectors[0].tolist()
 
+    def get_agg_embedding_from_queries(
+        self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None
+    ) -> Embedding:
+        """The aggregate (by default the mean) of the query vectors of ``queries``."""
+        return super().get_agg_embedding_from_queries(_some_queries(queries), agg_fn)
+
+    async def aget_agg_embedding_from_queries(
+        self, queries: list[str], agg_fn: Callable[..., Embedding] | None = None
+    ) -> Embedding:
+        """:meth:`get_agg_embedding_from_queries` without blocking the event loop."""
+        return await super().aget_agg_embedding_from_queries(_some_queries(queries), agg_fn)
+
     # -- document side ------------------------------------------------------------------------------
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """Vectors of ``texts`` (document side), in order; any iterable of strings, read once.
+
+        Checked as a whole first, so that a bad text is named by its position in ``texts`` rather
+        than in one of LlamaIndex's batches, and a lone string is refused instead of being embedded
+        character by character.
+        """
+        checked = validate_texts(texts, what=_TEXTS)
+        return super().get_text_embedding_batch(checked, show_progress, **kwargs)
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[Embedding]:
+        """:meth:`get_text_embedding_batch` without blocking the event loop."""
+        checked = validate_texts(texts, what=_TEXTS)
+        return await super().aget_text_embedding_batch(checked, show_progress, **kwargs)
 
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._get_text_embeddings([text])[0]
@@ -208,19 +210,22 @@ class QZhouEmbedding(EncoderSettings, BaseEmbedding):
         return (await self._aget_text_embeddings([text]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        checked = validate_texts(texts, what="texts to embed (node contents, MetadataMode.EMBED)")
-        if self.text_instruction is not None:
-            return self._encoder.encode(checked, self.text_instruction).tolist()
-        return self._encoder.encode_documents(checked, self.task).tolist()
+        return self.encoder.encode_with_prefix(texts, self.prefixes[1], what=_TEXTS).tolist()
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        checked = validate_texts(texts, what="texts to embed (node contents, MetadataMode.EMBED)")
-        if self.text_instruction is not None:
-            return (await self._encoder.aencode(checked, self.text_instruction)).tolist()
-        return (await self._encoder.aencode_documents(checked, self.task)).tolist()
+        vectors = await self.encoder.aencode_with_prefix(texts, self.prefixes[1], what=_TEXTS)
+        return vectors.tolist()
 
 
-class QZhouRerank(EncoderSettings, BaseNodePostprocessor):
+def _some_queries(queries: Any) -> list[str]:
+    """``queries`` checked as a list of at least one query: the mean of no vectors is not a vector."""
+    checked = validate_texts(queries, what="queries")
+    if not checked:
+        raise ValueError("queries must hold at least one query: there is nothing to aggregate")
+    return checked
+
+
+class QZhouRerank(EncoderOptions, BaseNodePostprocessor):  # type: ignore[misc,valid-type]
     """Reranks retrieved nodes by cosine with the query, using the embedding model already loaded.
 
     Each node is scored on its text as LlamaIndex embeds it (``MetadataMode.EMBED``), the nodes are
@@ -236,13 +241,14 @@ class QZhouRerank(EncoderSettings, BaseNodePostprocessor):
         description="Task type, published task name or custom query instruction used for scoring.",
     )
 
-    def __init__(self, encoder: Encoder | None = None, **data: Any) -> None:
-        if encoder is not None:
-            data = self._settings_of(encoder, data, "QZhouRerank")
-        data["task"] = _plain_task(data.get("task", TaskType.RERANKING.value))
+    def __init__(self, **data: Any) -> None:
+        data["task"] = _checked_task(data.get("task", TaskType.RERANKING.value))
         super().__init__(**data)
-        self._encoder = encoder if encoder is not None else Encoder.shared(self.encoder_config())
-        self._encoder.prefixes(self.task)
+
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _top_n_is_a_count(cls, value: Any) -> int | None:
+        return check_count(value, what="top_n")  # True is not 1 node
 
     @classmethod
     def class_name(cls) -> str:
@@ -268,12 +274,10 @@ class QZhouRerank(EncoderSettings, BaseNodePostprocessor):
         }
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             texts = [node.node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-            scores = score_candidates(
-                self._encoder, query_bundle.query_str, texts, task=self.task, empty="lowest"
+            ranked = rerank(
+                self.encoder, query_bundle.query_str, texts, top_n=self.top_n, task=self.task, empty="lowest"
             )
-            # A stable sort: equally scored nodes keep the retriever's order.
-            order = sorted(range(len(nodes)), key=lambda i: -float(scores[i]))[:top_n]
-            reranked = [NodeWithScore(node=nodes[i].node, score=float(scores[i])) for i in order]
+            reranked = [NodeWithScore(node=nodes[c.index].node, score=c.score) for c in ranked]
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
