@@ -4,6 +4,7 @@ query it, index again (nothing doubles), evaluate, and fail with one-line errors
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,11 @@ import pytest
 
 from conftest import REPO, shared_data
 from qzhou_plugins import DEMO_MODEL
-from qzhou_plugins.cli import main
+from qzhou_plugins.cli import main, read_chunks
+from qzhou_plugins.cli.errors import DocumentError
+from qzhou_plugins.evaluation import EvaluationDataError
+from qzhou_plugins.jsonlines import JSONLinesError
+from qzhou_plugins.validation import has_content
 
 EXAMPLES = REPO / "examples" / "documents"
 GREEN_TEA_QUESTION = "How hot should the water be for green tea?"
@@ -43,7 +48,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for command in ("index", "query", "eval", "bench"):
+    for command in ("index", "query", "eval", "embed", "serve", "bench"):
         assert command in out
     assert "Exit codes" in out and DEMO_MODEL in out
     for command in (
@@ -53,6 +58,8 @@ def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
         ["eval", "retrieval"],
         ["eval", "sts"],
         ["eval", "rerank"],
+        ["embed"],
+        ["serve"],
     ):
         code, out, _ = run(capsys, *command, "--help")
         assert code == 0 and out.startswith("usage: qzhou-plugins " + " ".join(command))
@@ -173,6 +180,7 @@ def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.Capture
         (["query", "tea", "-c", "tea", "--port", "8001"], 2, "--port needs --host"),
         (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "0"], 2, "-k must be at least 1"),
         (["query", " ", "-c", "tea", "--db", "{tmp}/db"], 2, "the query text is empty"),
+        (["query", "\u200b\ufeff", "-c", "tea", "--db", "{tmp}/db"], 2, "the query text is empty"),
         (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "5", "--rerank", "2"], 2, "--rerank 2"),
         (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "many"], 2, "invalid int value"),
         (["eval", "retrieval", "{tmp}/absent"], 2, "no such folder"),
@@ -180,6 +188,28 @@ def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.Capture
         (["eval", "sts", "{tmp}/bad.tsv", "--task", "STSBenchmarx"], 2, "Close matches: STSBenchmark"),
         (["eval", "sts", "{tmp}/bad.tsv", "--json", "{tmp}/no/such/dir/out.json"], 2, "does not exist"),
         (["eval", "sts", "{tmp}/good.tsv", "--model", "./no/such/model"], 1, "does not exist"),
+        (
+            ["eval", "sts", "{tmp}/good.tsv", "--max-length", "0"],
+            2,
+            "argument --max-length: must be a positive integer, not 0",
+        ),
+        (
+            ["eval", "retrieval", "{tmp}/empty-folder", "--batch-tokens", "-5"],
+            2,
+            "argument --batch-tokens: must be a positive integer, not -5",
+        ),
+        (["eval", "rerank", "{tmp}/bad.jsonl", "--max-length", "x"], 2, "--max-length: invalid int value"),
+        (
+            ["index", "{examples}", "-c", "x", "--db", "{tmp}/db", "--max-length", "0"],
+            2,
+            "argument --max-length: must be a positive integer, not 0",
+        ),
+        (
+            ["query", "tea", "-c", "tea", "--db", "{tmp}/db", "--max-length", "-1"],
+            2,
+            "argument --max-length: must be a positive integer, not -1",
+        ),
+        (["index", "{tmp}/fifo.txt", "-c", "x", "--db", "{tmp}/db"], 2, "fifo.txt: not a regular file"),
         (["eval", "nonsense", "x"], 2, "invalid choice: 'nonsense'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     ],
@@ -194,11 +224,218 @@ def test_errors_are_one_line_with_exit_codes(
     (tmp_path / "bad.tsv").write_text("a\tb\t1\nonly two\tcolumns\n", "utf-8")
     (tmp_path / "good.tsv").write_text("a\tb\t1\nc\td\t2\n", "utf-8")
     (tmp_path / "db").mkdir()
+    os.mkfifo(tmp_path / "fifo.txt")  # exists, but is neither a file nor a folder
     filled = [arg.format(tmp=tmp_path, examples=EXAMPLES) for arg in argv]
     got, _out, err = run(capsys, *filled)
     assert got == code, err
     assert message in assert_one_line_error(err)
     assert not (tmp_path / "absent-db").exists()  # a query never creates a database
+
+
+# -- documents that cannot be indexed as they are --------------------------------------------------------
+
+GOOD_LINE = json.dumps({"text": "Green tea is brewed at 70 to 80 degrees.", "category": "brewing"})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            '{"text": "tea", "score": NaN}',
+            "docs.jsonl:2: field 'score' is NaN, not a number Chroma can store",
+        ),
+        ('{"text": "tea", "score": -Infinity}', "docs.jsonl:2: field 'score' is -Infinity"),
+        ('{"text": "tea", "tags": [1, NaN]}', "docs.jsonl:2: field 'tags' holds NaN or Infinity"),
+        (
+            '{"text": "tea", "id": 18446744073709551616}',
+            "docs.jsonl:2: field 'id' is 18446744073709551616, beyond the 64-bit integers",
+        ),
+        ('{"text": "tea", "id": -9223372036854775809}', "field 'id' is -9223372036854775809, beyond"),
+        ('{"text": "tea", "": "v"}', "docs.jsonl:2: a field has an empty name"),
+        ('{"text": "\\u200b\\u0000 "}', "docs.jsonl:2: the 'text' field is missing or has no visible text"),
+        ('{"text": "tea \\ud800"}', "docs.jsonl:2: the 'text' field holds a lone surrogate"),
+        ('{"text": "tea", "by": "\\udfff"}', "docs.jsonl:2: field 'by' holds a lone surrogate"),
+        ('{"text": "tea" "x"}', "docs.jsonl:2: not valid JSON"),
+    ],
+)
+def test_bad_jsonl_documents_are_refused_by_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    """JSON NaN parses in Python and Chroma stores it as nothing: refused before anything is written."""
+    (tmp_path / "docs.jsonl").write_text(GOOD_LINE + "\n" + line + "\n", "utf-8")
+    code, _, err = run(capsys, "index", tmp_path / "docs.jsonl", "-c", "docs", "--db", tmp_path / "db")
+    assert code == 1, err
+    assert message in assert_one_line_error(err)
+    assert not (tmp_path / "db").exists()  # failed while reading: no database was opened
+
+
+def test_jsonl_document_errors_are_not_evaluation_errors(tmp_path: Path) -> None:
+    (tmp_path / "docs.jsonl").write_text("{oops\n", "utf-8")
+    with pytest.raises(JSONLinesError, match=r"docs\.jsonl:1: not valid JSON") as raised:
+        main(["--debug", "index", str(tmp_path / "docs.jsonl"), "-c", "docs", "--db", str(tmp_path / "db")])
+    assert not isinstance(raised.value, EvaluationDataError)
+
+
+def test_big_ints_within_64_bits_and_nested_values_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    record = {
+        "text": "Tea\u2028time",
+        "id": 2**63 - 1,
+        "low": -(2**63),
+        "tags": ["a", 1.5],
+        "chroma:document": "x",
+    }
+    path.write_text(json.dumps(record, ensure_ascii=False) + "\n", "utf-8")  # a raw U+2028 inside a string
+    (chunk,) = read_chunks(path, 1000, 100)
+    assert chunk.text == "Tea\u2028time"  # a line separator inside JSON text does not end the record
+    assert (chunk.metadata["id"], chunk.metadata["low"]) == (2**63 - 1, -(2**63))
+    assert chunk.metadata["tags"] == '["a", 1.5]'
+    assert chunk.metadata["record_chroma:document"] == "x"  # Chroma reserves the chroma: prefix
+
+
+def test_invisible_chunks_are_never_kept(tmp_path: Path) -> None:
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    text = (
+        "Green tea is brewed at seventy degrees.\n\n" + "\u200b" * 50 + "\n\nBlack tea needs boiling water."
+    )
+    pieces = RecursiveCharacterTextSplitter(chunk_size=60, chunk_overlap=0).split_text(text)
+    assert any(not has_content(piece) for piece in pieces)  # the splitter does produce one
+    (tmp_path / "notes.md").write_text(text, "utf-8")
+    chunks = read_chunks(tmp_path / "notes.md", 60, 0)
+    assert [chunk.text for chunk in chunks] == [p for p in pieces if has_content(p)]
+    assert [chunk.metadata["chunk"] for chunk in chunks] == [0, 2]  # numbers keep the splitter's order
+
+
+def test_a_read_error_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An OSError (an I/O error here: root can read anything) says which document it came from."""
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(DocumentError, match=r"folder\.txt: cannot be read \(Is a directory\)"):
+        read_chunks(tmp_path / "folder.txt", 100, 0)
+    memory = Path("/proc/self/mem")
+    if not memory.exists():
+        pytest.skip("/proc/self/mem (a file whose read fails with EIO) is Linux only")
+    (tmp_path / "mem.txt").symlink_to(memory)
+    code, _, err = run(capsys, "index", tmp_path / "mem.txt", "-c", "docs", "--db", tmp_path / "db")
+    assert code == 1
+    assert f"{tmp_path / 'mem.txt'}: cannot be read (Input/output error)" in assert_one_line_error(err)
+
+
+def test_only_binary_files_is_a_failure_that_names_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "zeros.txt").write_bytes(b"\0" * 3000)
+    (tmp_path / "utf16.md").write_text("tea", "utf-16")
+    code, out, err = run(capsys, "index", tmp_path, "-c", "docs", "--db", tmp_path / "db")
+    assert code == 1 and not out
+    warnings, error = err.splitlines()[:-1], err.splitlines()[-1]
+    assert [line.split(": ")[1] for line in warnings] == [
+        str(tmp_path / "utf16.md"),
+        str(tmp_path / "zeros.txt"),
+    ]
+    assert all("skipped, a binary file (it holds NUL bytes" in line for line in warnings)
+    assert error == "error: nothing to index: the 2 file(s) hold no text (2 binary, skipped)"
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder as users have them: a note, a binary file, a file of invisible characters."""
+    folder = tmp_path_factory.mktemp("mixed")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "tea.md").write_text(
+        "Green tea is brewed at seventy degrees.\n\n" + "\u200b" * 50 + "\n\nBlack tea needs boiling water.",
+        "utf-8",
+    )
+    (folder / "notes" / "blob.txt").write_bytes(b"PK\x03\x04\0\0" + bytes(range(256)))
+    (folder / "notes" / "invisible.txt").write_text("\ufeff\u200b\u200c\n\u2060", "utf-8")
+    return folder
+
+
+def test_index_skips_binary_files_and_invisible_chunks_into_the_default_database(
+    mixed_folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qzhou_plugins.chroma import DEFAULT_PATH, QZhouCollection
+
+    monkeypatch.chdir(mixed_folder)  # no --db: the database is Chroma's default path, here
+    code, out, err = run(
+        capsys, "index", "notes", "-c", "mixed", "--model", DEMO_MODEL, "--chunk-size", "60",
+        "--chunk-overlap", "0", "--max-length", "128",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "warning: notes/blob.txt: skipped, a binary file" in err
+    assert f"(database {DEFAULT_PATH}): 2 chunk(s) added" in out
+    assert "1 file(s) had no text." in out and "1 binary file(s) skipped." in out
+    assert (mixed_folder / DEFAULT_PATH).is_dir()
+    collection = QZhouCollection.open("mixed", path=mixed_folder / DEFAULT_PATH, create=False)
+    stored = collection.collection.get(include=["documents", "metadatas"])
+    assert sorted(stored["documents"]) == [
+        "Black tea needs boiling water.",
+        "Green tea is brewed at seventy degrees.",
+    ]
+    assert {m["source"] for m in stored["metadatas"]} == {"notes/tea.md"}
+    # --max-length was recorded for the new collection, and is what reopening it uses.
+    assert collection.embedding_function.get_config()["max_length"] == 128
+    assert collection.encoder.max_length == 128
+
+
+def test_index_max_length_must_agree_with_an_existing_collection(
+    indexed: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qzhou_plugins.chroma import QZhouCollection
+
+    database, _ = indexed
+    recorded = QZhouCollection.open("tea", path=database, create=False).encoder.max_length
+    code, _, err = run(capsys, "index", EXAMPLES, "-c", "tea", "--db", database, "--max-length", recorded + 1)
+    assert code == 1
+    line = assert_one_line_error(err)
+    assert f"embeds its chunks with max_length {recorded}" in line and f"--max-length {recorded + 1}" in line
+    code, out, err = run(capsys, "index", EXAMPLES, "-c", "tea", "--db", database, "--max-length", recorded)
+    assert code == 0, err
+    assert "0 chunk(s) added" in out
+
+
+def test_max_length_follows_the_truncation_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The truncation warning says "raise max_length": --max-length is how, for index and query."""
+    long_note = tmp_path / "long.txt"
+    long_note.write_text(" ".join(f"Tea note {i} on leaves and water." for i in range(60)), "utf-8")
+    database = tmp_path / "db"
+    common = [
+        "-c",
+        "long",
+        "--db",
+        database,
+        "--chunk-size",
+        "3000",
+        "--chunk-overlap",
+        "0",
+        "--model",
+        DEMO_MODEL,
+    ]
+    code, _, err = run(capsys, "index", long_note, *common)
+    assert code == 0, err
+    assert "truncated to 256 tokens" in caplog.text and "raise max_length" in caplog.text
+    caplog.clear()
+    code, _, err = run(
+        capsys, "index", long_note, *common[:2], "--db", tmp_path / "db2", *common[4:], "--max-length", 512
+    )
+    assert code == 0, err
+    assert "truncated" not in caplog.text
+    question = " ".join(["Which tea notes talk about leaves and water?"] * 40)
+    code, _, err = run(capsys, "query", question, "-c", "long", "--db", database, "-k", "1")
+    assert code == 0, err
+    assert "truncated to 256 tokens" in caplog.text  # the collection's length applies to the question
+    caplog.clear()
+    code, out, err = run(
+        capsys, "query", question, "-c", "long", "--db", database, "-k", "1", "--max-length", 512
+    )
+    assert code == 0, err
+    assert "truncated" not in caplog.text and out.startswith("1. ")
+    code, _, err = run(capsys, "query", "tea", "-c", "long", "--db", database, "--max-length", 100_000)
+    assert code == 1
+    assert "max_length=100000 exceeds" in assert_one_line_error(err)
 
 
 def test_unknown_collection_and_other_model_are_refused(
@@ -227,8 +464,19 @@ def test_debug_shows_the_traceback(indexed: tuple[Path, str]) -> None:
 def test_the_installed_command_exits_with_the_codes(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "qzhou-plugins"
     assert script.is_file(), "the console script is declared in pyproject.toml ([project.scripts])"
-    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    # -X importtime lists every module imported on stderr: building the whole parser (as --help and
+    # --version do) must import neither Chroma nor the text splitter.
+    done = subprocess.run(
+        [script, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+    )
     assert done.returncode == 0 and done.stdout.startswith("qzhou-plugins ")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "qzhou_plugins.cli.parser" in imported  # the listing is real
+    assert not {"chromadb", "langchain_text_splitters", "pytrec_eval", "pyarrow", "ray", "fastapi"} & imported
     done = subprocess.run(
         [script, "index", tmp_path / "absent", "-c", "x"],
         capture_output=True,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import document_text, read_jsonl, read_sts, shared_data
-from qzhou_plugins import Encoder
+from qzhou_plugins import Encoder, jsonlines
 from qzhou_plugins.evaluation import (
     EvaluationDataError,
     RerankSample,
@@ -35,6 +35,14 @@ from qzhou_plugins.rerank import score_candidates
 @pytest.fixture(scope="module")
 def minilm(minilm_path: str) -> Encoder:
     return Encoder.shared(model=minilm_path)
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_path: str):  # type: ignore[no-untyped-def]
+    """The independent computation: sentence-transformers on the same weights, loaded once."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path, device="cpu")
 
 
 # -- metrics on hand-checked runs -----------------------------------------------------------------------
@@ -184,6 +192,33 @@ def test_missing_beir_folder_or_file(tmp_path: Path) -> None:
         load_beir(folder)
 
 
+def test_a_corpus_that_is_not_utf8_names_the_file_and_line(tmp_path: Path) -> None:
+    folder = write_beir(
+        tmp_path / "set", [{"_id": "d1", "text": "x"}], [{"_id": "1", "text": "q"}], "1\td1\t1\n"
+    )
+    with (folder / "corpus.jsonl").open("ab") as handle:
+        handle.write('{"_id": "d2", "text": "thé"}\n'.encode("latin-1"))
+    with pytest.raises(EvaluationDataError, match=r"corpus\.jsonl:2: not UTF-8 text \(invalid continuation"):
+        load_beir(folder)
+
+
+def test_the_package_keeps_every_public_name() -> None:
+    """The names of the former evaluation module, importable from the package and documented."""
+    import qzhou_plugins.evaluation as evaluation
+
+    names = {
+        "RETRIEVAL_DEPTH", "EvaluationDataError", "RetrievalDataset", "SentencePair", "RerankSample",
+        "load_beir", "read_qrels", "read_sts_pairs", "read_rerank_samples", "EvaluationResult",
+        "RetrievalResult", "STSResult", "RerankResult", "retrieval_metrics", "exact_search",
+        "evaluate_retrieval", "evaluate_sts", "evaluate_reranking",
+    }  # fmt: skip
+    assert names <= set(evaluation.__all__)
+    assert all(hasattr(evaluation, name) for name in evaluation.__all__)
+    with pytest.warns(DeprecationWarning, match=r"moved to qzhou_plugins\.jsonlines"):
+        from qzhou_plugins.evaluation import iter_json_objects
+    assert iter_json_objects is jsonlines.iter_json_objects
+
+
 def test_read_qrels_accepts_trec_four_columns(tmp_path: Path) -> None:
     path = tmp_path / "qrels.txt"
     path.write_text("1 0 d1 2\n1 0 d2 0\n", "utf-8")
@@ -282,13 +317,11 @@ def test_reranking_ties_count_against_the_model(minilm: Encoder) -> None:
     assert result.mrr_at_10 == pytest.approx(0.5)
 
 
-def test_sts_matches_sentence_transformers_on_a_slice(minilm_path: str, minilm: Encoder) -> None:
+def test_sts_matches_sentence_transformers_on_a_slice(minilm: Encoder, reference) -> None:  # type: ignore[no-untyped-def]
     from scipy.stats import spearmanr
-    from sentence_transformers import SentenceTransformer
 
     rows = read_sts(shared_data("stsbenchmark") / "sts-test.tsv")[:200]
     pairs = [SentencePair(*row) for row in rows]
-    reference = SentenceTransformer(minilm_path, device="cpu")
     first = reference.encode([r[0] for r in rows], normalize_embeddings=True)
     second = reference.encode([r[1] for r in rows], normalize_embeddings=True)
     expected = spearmanr([r[2] for r in rows], np.sum(first * second, axis=1)).statistic
@@ -315,11 +348,10 @@ def scifact_subset(scifact_dir: Path) -> RetrievalDataset:
 
 
 def test_retrieval_matches_sentence_transformers_on_a_scifact_subset(
-    minilm_path: str, minilm: Encoder, scifact_subset: RetrievalDataset
+    minilm: Encoder,
+    reference,  # type: ignore[no-untyped-def]
+    scifact_subset: RetrievalDataset,
 ) -> None:
-    from sentence_transformers import SentenceTransformer
-
-    reference = SentenceTransformer(minilm_path, device="cpu")
     document_ids = list(scifact_subset.corpus)
     query_ids = list(scifact_subset.queries)
     documents = reference.encode([scifact_subset.corpus[d] for d in document_ids], normalize_embeddings=True)
@@ -348,12 +380,14 @@ def test_retrieval_matches_sentence_transformers_on_a_scifact_subset(
     }
 
 
-def test_a_custom_task_changes_the_query_side_only(minilm: Encoder, scifact_subset: RetrievalDataset) -> None:
+def test_a_custom_task_changes_the_query_side_only(minilm: Encoder) -> None:
+    # What is reported depends on the task, not on the data: three short documents say it (embedding 50
+    # SciFact abstracts for it took seconds for nothing).
     small = RetrievalDataset(
         "tiny",
-        dict(list(scifact_subset.corpus.items())[:50]),
-        dict(list(scifact_subset.queries.items())[:5]),
-        {q: scifact_subset.qrels[q] for q in list(scifact_subset.queries)[:5]},
+        {"d1": "Vitamin D lowers the risk of fractures.", "d2": "Tea is a drink.", "d3": "Water boils."},
+        {"q1": "Vitamin D prevents fractures", "q2": "What is tea?"},
+        {"q1": {"d1": 1}, "q2": {"d2": 1}},
     )
     instruction = "Given a scientific claim, retrieve documents that support or refute the claim"
     result = evaluate_retrieval(minilm, small, task=instruction)

@@ -15,7 +15,7 @@ MAX_FUNCTION_LINES = 60
 FUNCTION_EXCEPTIONS: dict[str, str] = {}
 """``module:function`` -> why it may be longer than MAX_FUNCTION_LINES."""
 
-CORE = ["config", "instructions", "validation", "encoder", "cache", "rerank", "backends"]
+CORE = ["config", "instructions", "validation", "jsonlines", "encoder", "cache", "rerank", "backends"]
 FRAMEWORKS = ("langchain", "langchain_core", "llama_index", "chromadb", "fastapi", "starlette", "ray")
 
 

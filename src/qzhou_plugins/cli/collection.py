@@ -1,0 +1,269 @@
+"""``index`` and ``query``: documents into a Chroma collection, and questions to it.
+
+The collection records its model and the options that change vectors (``max_length`` among them),
+so an existing collection is reopened as it was made: ``--model`` and ``--max-length`` can be left
+out, and a ``--model`` or an ``index --max-length`` that disagrees with the record is refused rather
+than mixed in. Chroma is imported when a command runs, never for ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import DEFAULT_MODEL
+from ..validation import has_content
+from .documents import CHUNK_OVERLAP, CHUNK_SIZE, find_files, read_documents
+from .errors import DocumentError, UsageError
+from .options import PROG, positive_int
+
+DEFAULT_PORT = 8000
+ADD_BATCH = 128
+"""Chunks handed to the collection per call: small enough for a progress bar that moves, and an
+interrupted run keeps everything added so far (the next run skips it)."""
+EXCERPT_CHARACTERS = 300
+
+
+# -- the parsers ----------------------------------------------------------------------------------
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``index`` and ``query`` to the sub-command set ``commands``."""
+    _add_index(commands, common)
+    _add_query(commands, common)
+
+
+def _add_index(commands: Any, common: argparse.ArgumentParser) -> None:
+    index = commands.add_parser(
+        "index",
+        parents=[common],
+        help="add .txt, .md and .jsonl files to a Chroma collection",
+        description="Split files into chunks and add them to a Chroma collection (created if needed). "
+        "Folders are walked. Chunks are identified by their content, so running it again adds only "
+        "what is new and an interrupted run can simply be restarted. In .jsonl files each line is a "
+        "JSON object with a 'text' field; the other fields are kept as metadata. Binary files are "
+        "skipped with a warning.",
+    )
+    index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    _collection_options(
+        index,
+        model_help=f"embedding model for a new collection (default: {DEFAULT_MODEL}); an existing "
+        "collection keeps the model it was created with, and a different one is refused",
+        max_length_help="tokens per chunk, instruction included, for a new collection (default: the "
+        "model's); an existing collection keeps the length it was created with, and a different one "
+        "is refused",
+    )
+    index.add_argument(
+        "--chunk-size", type=int, default=CHUNK_SIZE, help="characters per chunk (default: %(default)s)"
+    )
+    index.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=CHUNK_OVERLAP,
+        help="characters shared by neighbouring chunks (default: %(default)s)",
+    )
+    index.set_defaults(handler=command_index)
+
+
+def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
+    query = commands.add_parser(
+        "query",
+        parents=[common],
+        help="search a collection and print the best chunks",
+        description="Embed the question on the query side (with the collection's instruction) and print "
+        "the closest chunks with their scores and sources.",
+    )
+    query.add_argument("text", metavar="TEXT", help="the question or search text")
+    _collection_options(
+        query,
+        model_help="expected model (default: the one the collection was indexed with); a mismatch is refused",
+        max_length_help="tokens of the question (and of each reranked chunk), instruction included "
+        "(default: what the collection was indexed with); the stored vectors are not affected",
+    )
+    query.add_argument("-k", type=int, default=5, help="number of chunks to print (default: %(default)s)")
+    query.add_argument(
+        "--rerank",
+        dest="rerank_candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fetch N candidates and rerank them with the same model before keeping the best k",
+    )
+    query.set_defaults(handler=command_query)
+
+
+def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max_length_help: str) -> None:
+    """Where the collection is, and the options it records (model, length), shared by both commands."""
+    parser.add_argument("--collection", "-c", required=True, metavar="NAME", help="Chroma collection name")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db",
+        default=None,
+        metavar="DIR",
+        help="folder of a local (persistent) Chroma database (default: the 'chroma' folder of the "
+        "working directory, where QZhouCollection.open keeps one)",
+    )
+    where.add_argument("--host", default=None, help="Chroma server host, instead of a local --db")
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"Chroma server port (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument("--model", default=None, help=model_help)
+    parser.add_argument(
+        "--max-length", type=positive_int, default=None, metavar="TOKENS", help=max_length_help
+    )
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+def command_index(args: argparse.Namespace) -> int:
+    if args.chunk_size < 1 or not 0 <= args.chunk_overlap < args.chunk_size:
+        raise UsageError("--chunk-size must be positive and --chunk-overlap between 0 and the chunk size")
+    _check_where(args)
+    files = find_files(args.paths)
+    documents = read_documents(files, args.chunk_size, args.chunk_overlap)
+    for _file, reason in documents.binary:
+        print(f"warning: {reason}", file=sys.stderr)
+    if not documents.chunks:
+        skipped = f" ({len(documents.binary)} binary, skipped)" if documents.binary else ""
+        raise DocumentError(f"nothing to index: the {len(files)} file(s) hold no text{skipped}")
+    collection = _open_for_index(args)
+    added = skipped_chunks = 0
+    chunks = documents.chunks
+    with tqdm(total=len(chunks), desc="Indexing", unit="chunk") as progress:
+        for start in range(0, len(chunks), ADD_BATCH):
+            batch = chunks[start : start + ADD_BATCH]
+            result = collection.add(
+                [c.text for c in batch], metadatas=[c.metadata for c in batch], show_progress=False
+            )
+            added += result.added
+            skipped_chunks += result.skipped
+            progress.update(len(batch))
+    read = len(files) - len(documents.binary)
+    print(
+        f"Indexed {read} file(s) into collection {args.collection!r} ({_where(args)}): "
+        f"{added} chunk(s) added, {skipped_chunks} already there; the collection holds {collection.count()}."
+    )
+    if documents.empty:
+        print(f"{len(documents.empty)} file(s) had no text.")
+    if documents.binary:
+        print(f"{len(documents.binary)} binary file(s) skipped.")
+    return 0
+
+
+def command_query(args: argparse.Namespace) -> int:
+    _check_where(args)
+    if not has_content(args.text):
+        raise UsageError("the query text is empty (it has no visible character)")
+    if args.k < 1:
+        raise UsageError("-k must be at least 1")
+    candidates = args.rerank_candidates
+    if candidates is not None and candidates < args.k:
+        raise UsageError(f"--rerank {candidates} must be at least -k ({args.k}): it is how many to rerank")
+    options = {} if args.max_length is None else {"max_length": args.max_length}
+    collection = _open_collection(args, create=False, **options)
+    (result,) = collection.query([args.text], n_results=args.k, rerank_candidates=candidates)
+    if not result.hits:
+        print(f"No results: collection {args.collection!r} is empty.")
+        return 0
+    for rank, hit in enumerate(result.hits, 1):
+        print(f"{rank}. {hit.score:.4f}  {_hit_source(hit.id, hit.metadata or {})}")
+        excerpt = " ".join((hit.document or "").split())
+        if len(excerpt) > EXCERPT_CHARACTERS:
+            excerpt = excerpt[: EXCERPT_CHARACTERS - 1].rstrip() + "…"
+        print(textwrap.indent(textwrap.fill(excerpt, width=100), "   "))
+    return 0
+
+
+def _hit_source(hit_id: str, metadata: dict[str, Any]) -> str:
+    """``path:line (chunk n)``: where a hit came from, as ``index`` recorded it."""
+    where = str(metadata.get("source", hit_id))
+    if "line" in metadata:
+        where += f":{metadata['line']}"
+    if "chunk" in metadata:
+        where += f" (chunk {metadata['chunk']})"
+    return where
+
+
+# -- opening the collection -------------------------------------------------------------------------
+
+
+def _open_for_index(args: argparse.Namespace) -> Any:
+    """The collection to add to: created with ``--max-length`` if new, refused if it disagrees."""
+    if args.max_length is None:
+        return _open_collection(args, create=True)
+    from ..chroma import CollectionNotFoundError
+
+    try:
+        collection = _open_collection(args, create=False, missing_ok=True)
+    except CollectionNotFoundError:
+        return _open_collection(args, create=True, max_length=args.max_length)
+    recorded = collection.encoder.max_length
+    if recorded != args.max_length:
+        raise ValueError(
+            f"collection {args.collection!r} embeds its chunks with max_length {recorded}, as it was "
+            f"created; --max-length {args.max_length} would embed new chunks differently, and the chunks "
+            "already there would not be embedded again. Leave --max-length out, or index into a new "
+            f"collection (--collection OTHER --max-length {args.max_length})"
+        )
+    return collection
+
+
+def _open_collection(
+    args: argparse.Namespace, *, create: bool, missing_ok: bool = False, **options: Any
+) -> Any:
+    """Open ``--collection`` where ``--db``/``--host`` say; ``options`` go to the encoder.
+
+    ``missing_ok`` lets :class:`~qzhou_plugins.chroma.CollectionNotFoundError` through for the caller
+    to create the collection; otherwise a missing database or collection is a one-line error.
+    """
+    from ..chroma import CollectionNotFoundError, QZhouCollection
+
+    client = None
+    path = _database(args)
+    if args.host is not None:
+        import chromadb
+
+        client = chromadb.HttpClient(host=args.host, port=args.port or DEFAULT_PORT)
+        path = None
+    elif not create and not missing_ok and not Path(path).is_dir():
+        raise ValueError(
+            f"no Chroma database at {path}: index documents first "
+            f"(`{PROG} index PATH --collection {args.collection}`) or pass --db"
+        )
+    try:
+        return QZhouCollection.open(
+            args.collection, path=path, client=client, model=args.model, create=create, **options
+        )
+    except CollectionNotFoundError:
+        if missing_ok:
+            raise
+        raise ValueError(
+            f"no collection named {args.collection!r} in {_where(args)}; create it with "
+            f"`{PROG} index PATH --collection {args.collection}`"
+        ) from None
+
+
+def _database(args: argparse.Namespace) -> str:
+    """``--db``, or the folder QZhouCollection.open uses by default (one name for one default)."""
+    if args.db is not None:
+        return str(args.db)
+    from ..chroma import DEFAULT_PATH
+
+    return str(DEFAULT_PATH)
+
+
+def _where(args: argparse.Namespace) -> str:
+    if args.host is not None:
+        return f"Chroma server {args.host}:{args.port or DEFAULT_PORT}"
+    return f"database {_database(args)}"
+
+
+def _check_where(args: argparse.Namespace) -> None:
+    if args.port is not None and args.host is None:
+        raise UsageError("--port needs --host (a local --db has no port)")

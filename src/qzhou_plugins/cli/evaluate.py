@@ -1,0 +1,162 @@
+"""``eval retrieval|sts|rerank``: a model measured on local files with the MTEB leaderboard's metrics.
+
+The options are checked and the data read (and checked) before the model is loaded: a typo on line
+900 should not cost the minutes a 7B model takes to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..config import DEFAULT_MODEL, EncoderConfig
+from .errors import UsageError, one_line
+from .options import CommandParser, positive_int
+
+_KINDS = (
+    (
+        "retrieval",
+        "DIR",
+        "nDCG@10, MRR@10, MAP, recall on a BEIR folder (corpus.jsonl, queries.jsonl, qrels.tsv)",
+        "retrieval: queries instructed, documents plain",
+    ),
+    (
+        "sts",
+        "FILE",
+        "Spearman correlation on a sentence1<TAB>sentence2<TAB>score file",
+        "sts: both sentences instructed",
+    ),
+    (
+        "rerank",
+        "FILE",
+        'MAP and MRR@10 on a JSONL file of {"query": ..., "positive": [...], "negative": [...]} lines',
+        "reranking: queries instructed, candidates plain",
+    ),
+)
+"""(kind, argument name, summary, default task) of each evaluation."""
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``eval`` and its three kinds to the sub-command set ``commands``."""
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure a model on a local test set",
+        description="Measure a model on local files with the metrics of the MTEB leaderboard.",
+    )
+    kinds = evaluate.add_subparsers(dest="kind", metavar="KIND", required=True, parser_class=CommandParser)
+    for kind, source, summary, default_task in _KINDS:
+        sub = kinds.add_parser(kind, parents=[common], help=summary, description=summary + ".")
+        sub.add_argument("source", metavar=source, help="the test set (formats: docs/evaluation.md)")
+        sub.add_argument("--model", default=DEFAULT_MODEL, help="model name or folder (default: %(default)s)")
+        sub.add_argument(
+            "--task",
+            default=None,
+            help="task type, published task name (e.g. FiQA2018) or instruction sentence "
+            f"(default: {default_task})",
+        )
+        sub.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON to PATH")
+        _encoder_options(sub)
+        if kind == "retrieval":
+            sub.add_argument(
+                "--split",
+                default="test",
+                help="qrels/SPLIT.tsv when the folder has no qrels.tsv (default: test)",
+            )
+        sub.set_defaults(handler=command_eval)
+
+
+def _encoder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (default: bf16 on CUDA, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--max-length", type=positive_int, default=None, help="tokens per text (default: the model's)"
+    )
+    parser.add_argument(
+        "--batch-tokens",
+        type=positive_int,
+        default=EncoderConfig.model_fields["batch_tokens"].default,
+        help="token budget of one forward pass (default: %(default)s)",
+    )
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from .. import evaluation
+    from ..encoder import Encoder
+
+    _check_options(args)
+    data = _read_data(args)
+    encoder = Encoder.shared(
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        max_length=args.max_length,
+        batch_tokens=args.batch_tokens,
+        show_progress=True,
+    )
+    task_option = {} if args.task is None else {"task": args.task}
+    name = Path(args.source).stem
+    result: evaluation.EvaluationResult
+    if args.kind == "retrieval":
+        result = evaluation.evaluate_retrieval(encoder, data, **task_option)
+        size = f"{result.queries} queries, {result.documents} documents"
+    elif args.kind == "sts":
+        result = evaluation.evaluate_sts(encoder, data, name=name, **task_option)
+        size = f"{result.pairs} pairs"
+    else:
+        result = evaluation.evaluate_reranking(encoder, data, name=name, show_progress=True, **task_option)
+        size = f"{result.queries} queries, {result.candidates} candidates"
+        if result.skipped_queries:
+            size += f", {result.skipped_queries} without a positive skipped"
+    _print_result(result, size)
+    if args.json is not None:
+        Path(args.json).write_text(result.to_json() + "\n", encoding="utf-8")
+        print(f"\nWrote {args.json}")
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The usage errors found without reading anything big: the task, the paths."""
+    from ..instructions import resolve_task
+
+    if args.task is not None:
+        try:
+            resolve_task(args.task)
+        except ValueError as error:
+            raise UsageError(f"--task: {one_line(error)}") from None
+    if args.json is not None and not Path(args.json).parent.is_dir():
+        raise UsageError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
+    source = Path(args.source)
+    if args.kind == "retrieval" and not source.is_dir():
+        raise UsageError(f"{args.source}: no such folder (expected a BEIR folder with corpus.jsonl)")
+    if args.kind != "retrieval" and not source.is_file():
+        raise UsageError(f"{args.source}: no such file")
+
+
+def _read_data(args: argparse.Namespace) -> Any:
+    """The test set, read and checked before the model is loaded."""
+    from .. import evaluation
+
+    source = Path(args.source)
+    if args.kind == "retrieval":
+        return evaluation.load_beir(source, split=args.split)
+    if args.kind == "sts":
+        return evaluation.read_sts_pairs(source)
+    return evaluation.read_rerank_samples(source)
+
+
+def _print_result(result: Any, size: str) -> None:
+    print(f"{result.evaluation} evaluation of {result.dataset} ({size}) in {result.seconds:.1f} s")
+    print(f"model {result.model}, task {result.task}")
+    print(f"query prefix {result.query_prefix!r}, document prefix {result.document_prefix!r}")
+    print()
+    width = max(len(name) for name in result.metric_names)
+    print(f"{'metric':<{width}}  score")
+    for name, value in result.metrics().items():
+        marker = "  (main score)" if name == result.main_metric else ""
+        print(f"{name:<{width}}  {value:.5f}{marker}")

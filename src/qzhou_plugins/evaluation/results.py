@@ -1,0 +1,93 @@
+"""What an evaluation reports: its metrics under MTEB's key names, and what produced them.
+
+The key names (``ndcg_at_10``, ``recall_at_100``, ``mrr_at_10``, ``spearman``, ``map``) are the
+leaderboard's, so that a result can be compared with leaderboard files directly; the prefixes say
+which instructions produced it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+
+class EvaluationResult(BaseModel):
+    """What every evaluation reports besides its metrics: what was measured, with what, how fast.
+
+    ``query_prefix`` and ``document_prefix`` are the exact texts the model put before each side, so
+    that a result says which instructions produced it (empty for a model trained without any).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    evaluation: Literal["retrieval", "sts", "rerank"]
+    dataset: str
+    model: str
+    task: str
+    query_prefix: str
+    document_prefix: str
+    seconds: float
+
+    metric_names: ClassVar[tuple[str, ...]] = ()
+    """The metric fields, under MTEB's key names."""
+    main_metric: ClassVar[str] = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def main_score(self) -> float:
+        """The leaderboard's headline metric for this kind of evaluation."""
+        return float(getattr(self, self.main_metric))
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics alone, under MTEB's key names."""
+        return {name: float(getattr(self, name)) for name in self.metric_names}
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+
+class RetrievalResult(EvaluationResult):
+    """Retrieval quality averaged over the judged queries (MTEB's main score: nDCG@10)."""
+
+    evaluation: Literal["retrieval"] = "retrieval"
+    ndcg_at_10: float
+    mrr_at_10: float
+    map_at_1000: float
+    recall_at_10: float
+    recall_at_100: float
+    queries: int
+    documents: int
+
+    metric_names = ("ndcg_at_10", "mrr_at_10", "map_at_1000", "recall_at_10", "recall_at_100")
+    main_metric = "ndcg_at_10"
+
+
+class STSResult(EvaluationResult):
+    """Correlation of cosine similarity with the gold scores (MTEB's main score: Spearman)."""
+
+    evaluation: Literal["sts"] = "sts"
+    spearman: float
+    pearson: float
+    pairs: int
+
+    metric_names = ("spearman", "pearson")
+    main_metric = "spearman"
+
+
+class RerankResult(EvaluationResult):
+    """Ranking quality of candidate lists (MTEB's main score: MAP).
+
+    Samples without a positive candidate have no defined precision; they are counted in
+    ``skipped_queries`` rather than scored.
+    """
+
+    evaluation: Literal["rerank"] = "rerank"
+    map: float
+    mrr_at_10: float
+    queries: int
+    candidates: int
+    skipped_queries: int
+
+    metric_names = ("map", "mrr_at_10")
+    main_metric = "map"

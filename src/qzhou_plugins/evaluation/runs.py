@@ -1,0 +1,180 @@
+"""The evaluations: embed a test set with an encoder, the published side rule for instructions, score.
+
+Retrieval instructs queries only and STS both sentences, as in the published evaluation; the
+reranking scores are those of :func:`qzhou_plugins.rerank.score_candidates`, the function the
+framework rerankers call, so that what is measured is what users get.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..encoder import Encoder, wants_progress
+from ..instructions import TaskLike, TaskType, resolve_task
+from ..rerank import score_candidates, unit_rows
+from .datasets import (
+    EvaluationDataError,
+    RerankSample,
+    RetrievalDataset,
+    SentencePair,
+    load_beir,
+    read_rerank_samples,
+    read_sts_pairs,
+)
+from .metrics import exact_search, rerank_metrics, retrieval_metrics
+from .results import RerankResult, RetrievalResult, STSResult
+
+logger = logging.getLogger("qzhou_plugins")
+
+
+def evaluate_retrieval(
+    encoder: Encoder,
+    data: RetrievalDataset | str | Path,
+    *,
+    task: TaskLike = TaskType.RETRIEVAL,
+    split: str = "test",
+    ignore_identical_ids: bool = True,
+    show_progress: bool | None = None,
+) -> RetrievalResult:
+    """Embed the corpus (document side) and the judged queries (query side), search exactly, score.
+
+    ``task`` defaults to retrieval, whose instruction goes on queries only, as in the published
+    evaluation; pass a published task name (``"FiQA2018"``) or a custom instruction to override it.
+    """
+    dataset = data if isinstance(data, RetrievalDataset) else load_beir(data, split=split)
+    started = time.perf_counter()
+    document_ids = list(dataset.corpus)
+    query_ids = list(dataset.queries)
+    logger.info(
+        "Embedding %d documents and %d queries of %s", len(document_ids), len(query_ids), dataset.name
+    )
+    document_vectors = encoder.encode_documents(
+        [dataset.corpus[i] for i in document_ids], task, show_progress=show_progress
+    )
+    query_vectors = encoder.encode_queries(
+        [dataset.queries[i] for i in query_ids], task, show_progress=show_progress
+    )
+    run = exact_search(
+        query_vectors, document_vectors, query_ids, document_ids, ignore_identical_ids=ignore_identical_ids
+    )
+    metrics = retrieval_metrics(dataset.qrels, run)
+    return RetrievalResult(
+        dataset=dataset.name,
+        **_description(encoder, task),
+        seconds=time.perf_counter() - started,
+        queries=len(query_ids),
+        documents=len(document_ids),
+        **metrics,
+    )
+
+
+def evaluate_sts(
+    encoder: Encoder,
+    data: Sequence[SentencePair] | str | Path,
+    *,
+    task: TaskLike = TaskType.STS,
+    name: str | None = None,
+    show_progress: bool | None = None,
+) -> STSResult:
+    """Spearman (and Pearson) correlation between the pairs' cosine similarity and the gold scores.
+
+    The first sentence is embedded on the query side and the second on the document side; the STS
+    task instructs both sides alike, as the published evaluation did.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    if isinstance(data, (str, Path)):
+        pairs = read_sts_pairs(data)
+        name = name or Path(data).stem
+    else:
+        pairs = list(data)
+        if len(pairs) < 2:
+            raise EvaluationDataError(f"{len(pairs)} pairs given; a correlation needs at least 2")
+    gold = np.array([pair.score for pair in pairs], dtype=np.float64)
+    if np.all(gold == gold[0]):
+        raise EvaluationDataError("every gold score is the same: a correlation is undefined")
+    started = time.perf_counter()
+    first = encoder.encode_queries([pair.sentence1 for pair in pairs], task, show_progress=show_progress)
+    second = encoder.encode_documents([pair.sentence2 for pair in pairs], task, show_progress=show_progress)
+    cosine = np.sum(unit_rows(first) * unit_rows(second), axis=1, dtype=np.float64)
+    return STSResult(
+        dataset=name or "sts",
+        **_description(encoder, task),
+        seconds=time.perf_counter() - started,
+        spearman=float(spearmanr(gold, cosine).statistic),
+        pearson=float(pearsonr(gold, cosine).statistic),
+        pairs=len(pairs),
+    )
+
+
+def evaluate_reranking(
+    encoder: Encoder,
+    data: Sequence[RerankSample] | str | Path,
+    *,
+    task: TaskLike = TaskType.RERANKING,
+    name: str | None = None,
+    show_progress: bool | None = None,
+) -> RerankResult:
+    """MAP and MRR@10 of each query's candidates ordered by the shared model's reranking score.
+
+    The scores come from :func:`qzhou_plugins.rerank.score_candidates`, the very function the
+    framework rerankers call, so this measures what users get. A tie between a positive and a
+    negative candidate counts against the model (the negative is ranked first).
+    """
+    if isinstance(data, (str, Path)):
+        samples = read_rerank_samples(data)
+        name = name or Path(data).stem
+    else:
+        samples = list(data)
+    started = time.perf_counter()
+    show = wants_progress(show_progress, len(samples), encoder.config.show_progress)
+    qrels: dict[str, dict[str, int]] = {}
+    run: dict[str, dict[str, float]] = {}
+    for number, sample in enumerate(tqdm(samples, desc="Reranking", unit="query", disable=not show)):
+        if sample.positive:
+            qrels[str(number)], run[str(number)] = _judged_scores(encoder, sample, task)
+    skipped = len(samples) - len(qrels)
+    if skipped:
+        logger.warning(
+            "%d of %d reranking samples have no positive candidate and are not scored", skipped, len(samples)
+        )
+    if not qrels:
+        raise EvaluationDataError("no sample has a positive candidate: MAP and MRR are undefined")
+    return RerankResult(
+        dataset=name or "rerank",
+        **_description(encoder, task),
+        seconds=time.perf_counter() - started,
+        **rerank_metrics(qrels, run),
+        queries=len(qrels),
+        candidates=sum(len(judged) for judged in qrels.values()),
+        skipped_queries=skipped,
+    )
+
+
+def _judged_scores(
+    encoder: Encoder, sample: RerankSample, task: TaskLike
+) -> tuple[dict[str, int], dict[str, float]]:
+    """One sample as trec_eval judgements and run: candidate id -> relevance, candidate id -> score."""
+    texts = [*sample.positive, *sample.negative]
+    scores = score_candidates(encoder, sample.query, texts, task=task)
+    # trec_eval orders ties by descending id: "n" ids after "p" ids would favour positives,
+    # so negatives get the larger prefix "q".
+    ids = [f"p{i}" for i in range(len(sample.positive))] + [f"q{i}" for i in range(len(sample.negative))]
+    judged = {doc: int(doc.startswith("p")) for doc in ids}
+    return judged, {doc: float(score) for doc, score in zip(ids, scores, strict=True)}
+
+
+def _description(encoder: Encoder, task: TaskLike) -> dict[str, str]:
+    query_prefix, document_prefix = encoder.prefixes(task)
+    return {
+        "model": encoder.model_name,
+        "task": resolve_task(task).name,
+        "query_prefix": query_prefix,
+        "document_prefix": document_prefix,
+    }
