@@ -60,7 +60,8 @@ class RemoteBackend:
     def _learn_facts(self) -> BackendFacts:
         """The served model's facts: from our server's ``/models`` entry, else from a probe."""
         entry = self._model_entry()
-        qzhou = entry.get("family") == "qzhou" or "qzhou" in self.config.model.lower()
+        # Our server says the family; for another server, QZhou is known by its name.
+        qzhou = entry["family"] == "qzhou" if "family" in entry else "qzhou" in self.config.model.lower()
         dimension = entry.get("dimension")
         if not isinstance(dimension, int):
             dimension = int(self._post_embeddings(["dimension probe"]).shape[1])

@@ -1,0 +1,229 @@
+"""Cross-request batching: many small concurrent requests become a few large encode calls.
+
+Without it, 64 clients each sending one query make 64 forward passes of one text, and the model
+spends its time on per-call overhead instead of arithmetic. Here one worker takes the first waiting
+request and lets it wait a bounded moment for others: ``wait_seconds`` from its arrival (so a
+loaded server never waits again), and only while other requests are on their way (so a lone one
+never waits). It takes the following requests in arrival order while they fit in the token budget,
+and makes ONE ``encode_with_prefix`` call for all of their texts. Inside it the core's planner sorts
+the texts by length and fills forward passes to ``batch_tokens``; the rows come back in the order
+given and are cut back into each request's share.
+
+One call at a time runs, on one dedicated thread: one forward pass at a time per device, and the
+event loop never waits for the model. A failed call is retried request by request, so that one
+request's error (an instruction too long for ``max_length``, say) is never another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .metrics import ServerMetrics
+
+EncodeCall = Callable[[list[str], list[str]], np.ndarray]
+"""``(texts, per-text prefixes) -> one float32 row per text``: the encoder's one entry point."""
+
+
+class QueueFullError(RuntimeError):
+    """More texts are waiting than the server lets wait: the client should come back later."""
+
+
+class QueueClosedError(RuntimeError):
+    """The server is shutting down and takes no new work."""
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's texts, waiting for their rows."""
+
+    texts: list[str]
+    prefixes: list[str]
+    tokens: int
+    arrived: float
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+
+
+class EmbeddingQueue:
+    """The batching queue in front of one encoder (see the module docstring).
+
+    ``coalesce=False`` makes one encode call per request, in arrival order, through the same worker:
+    the baseline that shows what coalescing is worth, with everything else equal.
+    """
+
+    def __init__(
+        self,
+        encode: EncodeCall,
+        *,
+        batch_tokens: int,
+        max_waiting: int,
+        wait_seconds: float = 0.002,
+        coalesce: bool = True,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self._encode = encode
+        self.batch_tokens = batch_tokens
+        self.max_waiting = max_waiting
+        self.wait_seconds = wait_seconds
+        self.coalesce = coalesce
+        self._metrics = metrics
+        self._jobs: deque[Job] = deque()
+        self._waiting_texts = 0
+        self._coming = 0
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qzhou-encode")
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def waiting_texts(self) -> int:
+        return self._waiting_texts
+
+    def start(self) -> None:
+        """Start the worker on the running event loop."""
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="qzhou-batching")
+
+    async def close(self) -> None:
+        """Stop the worker; requests still waiting get :class:`QueueClosedError`."""
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while self._jobs:
+            job = self._jobs.popleft()
+            if not job.future.done():
+                job.future.set_exception(QueueClosedError("the server is shutting down"))
+        self._set_depth(0)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run_in_worker_thread(self, call: Callable[[], object]) -> object:
+        """Run ``call`` on the encode thread, between batches (used for the warm-up)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request on its way (validated, counted) to :meth:`enqueue`.
+
+        The worker waits for company only while some request is on its way: a lone request on a
+        quiet server goes straight to the model, with no added latency.
+        """
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            self._arrived.set()
+
+    def enqueue(
+        self, texts: Sequence[str], prefixes: Sequence[str], tokens: int
+    ) -> asyncio.Future[np.ndarray]:
+        """Queue ``texts`` (each with its prefix); the future gets their rows.
+
+        Refused with :class:`QueueFullError` when the texts would take the waiting count over
+        ``max_waiting``; a request is always taken when nothing waits, so no request is impossible.
+        """
+        if self._closed:
+            raise QueueClosedError("the server is shutting down")
+        if self._waiting_texts and self._waiting_texts + len(texts) > self.max_waiting:
+            raise QueueFullError(
+                f"{self._waiting_texts} texts are waiting for the encoder and this server lets at most "
+                f"{self.max_waiting} wait (--max-queue); retry shortly"
+            )
+        loop = asyncio.get_running_loop()
+        job = Job(list(texts), list(prefixes), tokens, loop.time(), loop.create_future())
+        self._jobs.append(job)
+        self._set_depth(self._waiting_texts + len(job.texts))
+        self._arrived.set()
+        return job.future
+
+    async def submit(self, texts: Sequence[str], prefixes: Sequence[str], tokens: int) -> np.ndarray:
+        """The rows of ``texts`` once the worker has encoded them (see :meth:`enqueue`)."""
+        return await self.enqueue(texts, prefixes, tokens)
+
+    # -- the worker ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            if batch:
+                await self._encode_batch(batch)
+
+    async def _gather(self) -> list[Job]:
+        """The next batch: the first waiting job, then those that follow while they fit the budget."""
+        while not self._jobs:
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = [self._jobs.popleft()]
+        tokens = batch[0].tokens
+        if self.coalesce:
+            loop = asyncio.get_running_loop()
+            deadline = batch[0].arrived + self.wait_seconds
+            while tokens < self.batch_tokens:
+                if not self._jobs:
+                    if not self._coming or not await self._wait_for_arrival(deadline - loop.time()):
+                        break
+                    continue
+                if tokens + self._jobs[0].tokens > self.batch_tokens:
+                    break
+                batch.append(self._jobs.popleft())
+                tokens += batch[-1].tokens
+        self._set_depth(self._waiting_texts - sum(len(job.texts) for job in batch))
+        # A request whose client went away while it waited is dropped here, not encoded.
+        return [job for job in batch if not job.future.done()]
+
+    async def _wait_for_arrival(self, seconds: float) -> bool:
+        """Whether a job arrived within ``seconds``."""
+        if seconds <= 0:
+            return False
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _encode_batch(self, batch: list[Job]) -> None:
+        """One encode call for the whole batch; its rows routed back to each job in order."""
+        texts = [text for job in batch for text in job.texts]
+        prefixes = [prefix for job in batch for prefix in job.prefixes]
+        if self._metrics is not None:
+            self._metrics.observe_batch(len(batch), len(texts), sum(job.tokens for job in batch))
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(self._executor, self._encode, texts, prefixes)
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0], error=error)
+            else:  # isolate the request that failed: each of the others still gets its rows
+                for job in batch:
+                    await self._encode_batch([job])
+            return
+        start = 0
+        for job in batch:
+            _settle(job, rows=vectors[start : start + len(job.texts)])
+            start += len(job.texts)
+
+    def _set_depth(self, texts: int) -> None:
+        self._waiting_texts = texts
+        if self._metrics is not None:
+            self._metrics.set_queue_depth(texts, len(self._jobs))
+
+
+def _settle(job: Job, *, rows: np.ndarray | None = None, error: BaseException | None = None) -> None:
+    """Hand a job its rows or its error, unless its request is already gone."""
+    if job.future.done():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(rows)  # type: ignore[arg-type]

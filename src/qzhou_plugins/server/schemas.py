@@ -1,0 +1,109 @@
+"""The request and response bodies: OpenAI's embeddings schema and the Cohere/Jina rerank schema.
+
+Unknown fields are refused rather than ignored: a misspelt ``input_type`` or ``task`` would
+otherwise give vectors with the wrong instruction, silently. ``input`` and ``documents`` are read
+loosely here and checked by the core's validation, so that a bad item is named by its position in
+the same words as everywhere else in the package (and token arrays get their own message).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+InputType = Literal["query", "document"]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``: OpenAI's fields, plus ``input_type`` and ``task``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(description="A string or a list of strings (token arrays are refused).")
+    model: str | None = Field(
+        default=None, description="The served name (documents) or NAME-query (queries); None: the former."
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float", description="base64: little-endian float32, what the openai SDK asks for by default."
+    )
+    user: str | None = Field(default=None, description="Accepted for compatibility; not used.")
+    dimensions: StrictInt | None = Field(
+        default=None, description="Only the model's own dimension is accepted: it is not a Matryoshka model."
+    )
+    input_type: InputType | None = Field(
+        default=None, description="Which side the texts are on; None: the model alias decides (document)."
+    )
+    task: str | None = Field(
+        default=None,
+        description="Task type (retrieval, sts, ...), published task name (FiQA2018, ...) or an instruction "
+        "sentence; None: retrieval.",
+    )
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class RerankRequest(BaseModel):
+    """``POST /v1/rerank`` (and ``/rerank``): the shape Cohere, Jina, vLLM and Infinity accept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: Any = Field(description="The search text.")
+    documents: Any = Field(description='Candidates: strings or {"text": ...} objects.')
+    model: str | None = None
+    top_n: StrictInt | None = Field(default=None, description="Keep the best n; None: all, best first.")
+    return_documents: StrictBool = Field(default=False, description="Echo each document's text.")
+    task: str | None = Field(default=None, description="Task for the instruction; None: reranking.")
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float = Field(description="Cosine of query and document, -1 to 1.")
+    document: RerankDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """An entry of ``/v1/models``; ``dimension`` onwards are this server's extensions."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "qzhou-plugins"
+    input_type: InputType
+    dimension: int
+    max_length: int
+    position_limit: int
+    family: str
+    """``qzhou``, ``decoder`` or ``bert``: a remote client picks QZhou's instructions from it."""
+    pooling: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,349 @@
+"""What the routes do: the one model, its batching queue, and each request turned into encoder work.
+
+The HTTP layer (:mod:`.app`) only parses and answers; here a request becomes texts, their side and
+instruction (decided by the core's :meth:`~qzhou_plugins.encoder.Encoder.prefixes`, as for every
+other edge), its token count (checked against the limits and reported as usage), and rows from the
+queue. The model is named by the command line alone: a request can pick a side, never a model or a
+file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import numpy as np
+
+from ..encoder import Encoder
+from ..instructions import TaskLike, TaskType
+from ..rerank import rank, score_candidates
+from ..validation import as_list, check_count, positions, validate_text, validate_texts
+from .errors import ApiError, unavailable
+from .metrics import ServerMetrics
+from .queue import EmbeddingQueue, QueueClosedError, QueueFullError
+from .schemas import EmbeddingRequest, InputType, RerankRequest
+from .settings import ServerSettings
+
+logger = logging.getLogger("qzhou_plugins.server")
+
+TOKEN_ARRAYS_MESSAGE = (
+    "input holds token ids (integers), but this server takes text only: ids from another tokenizer "
+    "mean nothing to this model. LangChain's OpenAIEmbeddings sends tiktoken ids unless you set "
+    "check_embedding_ctx_length=False."
+)
+WARM_UP_TEXT = "warm up"
+LARGE_RESPONSE = 100_000
+"""Floats in a response from which it is written on a worker thread."""
+
+
+@contextlib.contextmanager
+def core_errors(param: str | None) -> Iterator[None]:
+    """The core's and the queue's exceptions as the HTTP errors a client can act on."""
+    try:
+        yield
+    except QueueFullError as error:
+        raise unavailable(str(error), code="queue_full") from None
+    except QueueClosedError as error:
+        raise unavailable(str(error), code="shutting_down") from None
+    except (TypeError, ValueError) as error:  # the core's validation: messages written for users
+        raise ApiError(400, str(error), code="invalid_input", param=param) from None
+
+
+def is_token_arrays(items: Any) -> bool:
+    """Whether ``items`` is a list of token ids or a list of lists of them (OpenAI's other inputs)."""
+
+    def ids(row: Any) -> bool:
+        return isinstance(row, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in row)
+
+    return isinstance(items, list) and bool(items) and (ids(items) or all(ids(row) for row in items))
+
+
+def embedding_body(vectors: np.ndarray, encoding_format: str, model: str, tokens: int) -> bytes:
+    """OpenAI's embeddings response; rows as floats or base64 of little-endian float32 (what the SDK
+    decodes with numpy)."""
+    if encoding_format == "base64":
+        rows: list[Any] = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors.astype("<f4")]
+    else:
+        rows = vectors.tolist()
+    body = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class EmbeddingService:
+    """The served encoder and its queue, shared by every request of one app."""
+
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics, encoder: Encoder | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.encoder: Encoder | None = None
+        self.queue: EmbeddingQueue | None = None
+        self.load_error: str | None = None
+        self.created = int(time.time())
+        self._given = encoder
+        self._loading: asyncio.Task[None] | None = None
+        # score_candidates runs on these threads and waits there for the queue (never on the loop's).
+        self._rerank_threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="qzhou-rerank")
+
+    # -- life ---------------------------------------------------------------------------------------
+
+    def start(self, on_failure: Callable[[str], None] | None = None) -> None:
+        """Load the model in the background: the server answers /health (503) meanwhile."""
+        self._loading = asyncio.get_running_loop().create_task(self._load(on_failure))
+
+    async def _load(self, on_failure: Callable[[str], None] | None) -> None:
+        try:
+            encoder = self._given or await asyncio.to_thread(Encoder.shared, self.settings.encoder_config())
+            queue = EmbeddingQueue(
+                lambda texts, prefixes: encoder.encode_with_prefix(texts, prefixes, show_progress=False),
+                batch_tokens=encoder.config.batch_tokens,
+                max_waiting=self.settings.max_queue,
+                wait_seconds=self.settings.batch_wait_ms / 1000,
+                coalesce=self.settings.batching,
+                metrics=self.metrics,
+            )
+            # The first forward pass allocates: done here, it is not the first client's latency.
+            await queue.run_in_worker_thread(lambda: encoder.encode_with_prefix([WARM_UP_TEXT], ""))
+        except Exception as error:
+            self.load_error = f"could not load {self.settings.model!r}: {type(error).__name__}: {error}"
+            logger.error("%s", self.load_error)
+            if on_failure is not None:
+                on_failure(self.load_error)
+            return
+        queue.start()
+        self.encoder, self.queue = encoder, queue
+        self.metrics.model_loaded.set(1)
+        logger.info(
+            "serving %s as %r (documents) and %r (queries): dimension %d, max_length %d, batch budget %d "
+            "tokens, batching %s",
+            self.settings.model,
+            self.settings.name,
+            self.settings.query_name,
+            encoder.dimension,
+            encoder.max_length,
+            encoder.config.batch_tokens,
+            "on" if self.settings.batching else "off",
+        )
+
+    async def stop(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self.queue is not None:
+            await self.queue.close()
+        self._rerank_threads.shutdown(wait=False, cancel_futures=True)
+
+    def ready(self) -> tuple[Encoder, EmbeddingQueue]:
+        """The encoder and queue, or a 503 while the model loads (or after it failed to)."""
+        if self.encoder is None or self.queue is None:
+            message = self.load_error or f"the model {self.settings.model!r} is still loading"
+            raise unavailable(message, code="model_not_ready")
+        return self.encoder, self.queue
+
+    # -- shared steps -------------------------------------------------------------------------------
+
+    def side(self, model: str | None, input_type: InputType | None) -> InputType:
+        """The side a request is on, from its ``model`` alias and ``input_type``; 404 for another model."""
+        aliases: dict[str, InputType] = {self.settings.name: "document", self.settings.query_name: "query"}
+        if model is not None and model not in aliases:
+            raise ApiError(
+                404,
+                f"the model {model!r} is not served here: send model={self.settings.name!r} (documents) or "
+                f"{self.settings.query_name!r} (queries)",
+                code="model_not_found",
+                param="model",
+            )
+        by_alias = aliases[model] if model is not None else None
+        if by_alias == "query" and input_type == "document":
+            raise ApiError(
+                400,
+                f"model {model!r} embeds queries, but input_type is 'document': send one or the other",
+                code="invalid_input",
+                param="input_type",
+            )
+        return input_type or by_alias or "document"
+
+    def prefixes(self, task: TaskLike) -> tuple[str, str]:
+        encoder, _ = self.ready()
+        with core_errors("task"):
+            return encoder.prefixes(task)
+
+    def count_tokens(self, texts: Sequence[str], prefixes: Sequence[str]) -> int:
+        """Tokens the model sees (instructions included, each text capped at max_length);
+        413 over the limit."""
+        encoder, _ = self.ready()
+        counted = encoder.backend.count_tokens([p + t for p, t in zip(prefixes, texts, strict=True)])
+        total = 0 if counted is None else sum(min(n, encoder.max_length) for n in counted)
+        if total > self.settings.max_request_tokens:
+            raise ApiError(
+                413,
+                f"the request holds {total} tokens (instructions included) and this server takes at most "
+                f"{self.settings.max_request_tokens} per request (--max-request-tokens): split it",
+                code="too_many_tokens",
+            )
+        return total
+
+    def check_items(self, count: int, what: str) -> None:
+        if count > self.settings.max_inputs:
+            raise ApiError(
+                413,
+                f"{what} holds {count} items and this server takes at most {self.settings.max_inputs} per "
+                "request (--max-inputs): split it",
+                code="too_many_inputs",
+                param=what,
+            )
+
+    # -- embeddings ---------------------------------------------------------------------------------
+
+    def input_texts(self, value: Any) -> list[str]:
+        """The request's ``input`` as validated texts, refused with the position of a bad item."""
+        if is_token_arrays(value):
+            raise ApiError(400, TOKEN_ARRAYS_MESSAGE, code="token_arrays_unsupported", param="input")
+        items = [value] if isinstance(value, str) else value
+        with core_errors("input"):
+            texts = validate_texts(items, what="input")
+        if not texts:
+            raise ApiError(400, "input must not be an empty list", code="invalid_input", param="input")
+        self.check_items(len(texts), "input")
+        return texts
+
+    async def embed(self, request: EmbeddingRequest) -> bytes:
+        """The JSON body of the answer to ``request`` (see :func:`embedding_body`)."""
+        encoder, queue = self.ready()
+        side = self.side(request.model, request.input_type)
+        if request.dimensions is not None and request.dimensions != encoder.dimension:
+            raise ApiError(
+                400,
+                f"dimensions={request.dimensions} is not available: this model is not a Matryoshka model and "
+                f"its vectors have {encoder.dimension} dimensions (leave dimensions out)",
+                code="dimensions_unsupported",
+                param="dimensions",
+            )
+        with queue.arriving():
+            texts = self.input_texts(request.input)
+            query_prefix, document_prefix = self.prefixes(request.task)
+            prefixes = [query_prefix if side == "query" else document_prefix] * len(texts)
+            tokens = await asyncio.to_thread(self.count_tokens, texts, prefixes)
+            with core_errors("input"):
+                rows = queue.enqueue(texts, prefixes, tokens)
+        with core_errors("input"):
+            vectors = await rows
+        model = request.model or self.settings.name
+        render = functools.partial(embedding_body, vectors, request.encoding_format, model, tokens)
+        # Writing a million floats as JSON takes a while: not on the event loop.
+        return render() if vectors.size < LARGE_RESPONSE else await asyncio.to_thread(render)
+
+    # -- rerank -------------------------------------------------------------------------------------
+
+    def document_texts(self, value: Any) -> list[str]:
+        """``documents`` (strings or ``{"text": ...}`` objects) as validated texts."""
+        with core_errors("documents"):
+            items = as_list(value, what="documents", kind='strings or {"text": ...} objects')
+        missing = [i for i, item in enumerate(items) if isinstance(item, dict) and "text" not in item]
+        if missing:
+            raise ApiError(
+                400,
+                f"documents at position(s) {positions(missing)} are objects without a 'text' field",
+                code="invalid_input",
+                param="documents",
+            )
+        texts = [item["text"] if isinstance(item, dict) else item for item in items]
+        with core_errors("documents"):
+            checked = validate_texts(texts, what="documents")
+        self.check_items(len(checked), "documents")
+        return checked
+
+    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
+        _, queue = self.ready()
+        self.side(request.model, None)
+        with core_errors("query"):
+            query = validate_text(request.query, what="query")
+        with core_errors("top_n"):
+            check_count(request.top_n, what="top_n")
+        documents = self.document_texts(request.documents)
+        task: TaskLike = request.task if request.task is not None else TaskType.RERANKING
+        self.prefixes(task)  # an unknown task is refused before any work
+        scorer = QueuedEncoder(self, queue, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        with core_errors("documents"):
+            scores = await loop.run_in_executor(
+                self._rerank_threads,
+                lambda: score_candidates(cast(Encoder, scorer), query, documents, task=task),
+            )
+        results = []
+        for candidate in rank(scores, top_n=request.top_n):
+            result: dict[str, Any] = {"index": candidate.index, "relevance_score": candidate.score}
+            if request.return_documents:
+                result["document"] = {"text": documents[candidate.index]}
+            results.append(result)
+        usage = {"prompt_tokens": scorer.tokens, "total_tokens": scorer.tokens}
+        return {"model": request.model or self.settings.name, "results": results, "usage": usage}
+
+    # -- models -------------------------------------------------------------------------------------
+
+    def models(self) -> dict[str, Any]:
+        encoder, _ = self.ready()
+        cards = [
+            {
+                "id": name,
+                "object": "model",
+                "created": self.created,
+                "owned_by": "qzhou-plugins",
+                "input_type": side,
+                "dimension": encoder.dimension,
+                "max_length": encoder.max_length,
+                "position_limit": encoder.facts.position_limit,
+                "family": encoder.family,
+                "pooling": encoder.pooling,
+            }
+            for name, side in ((self.settings.name, "document"), (self.settings.query_name, "query"))
+        ]
+        return {"object": "list", "data": cards}
+
+
+class QueuedEncoder:
+    """What :func:`~qzhou_plugins.rerank.score_candidates` uses of an Encoder, encoding through the queue.
+
+    The scoring and sorting stay the core's (one place for them); only its one encode call is
+    submitted to the batching queue from the rerank thread, so that reranks share forward passes
+    with concurrent embedding requests, and their tokens are counted for the limits and usage.
+    """
+
+    def __init__(self, service: EmbeddingService, queue: EmbeddingQueue, loop: asyncio.AbstractEventLoop):
+        encoder, _ = service.ready()
+        self._service = service
+        self._encoder = encoder
+        self._queue = queue
+        self._loop = loop
+        self.tokens = 0
+
+    @property
+    def facts(self) -> Any:
+        return self._encoder.facts
+
+    def prefixes(self, task: TaskLike = None, **sides: Any) -> tuple[str, str]:
+        return self._encoder.prefixes(task, **sides)
+
+    def encode_with_prefix(
+        self,
+        texts: Sequence[str],
+        prefix: str | Sequence[str],
+        *,
+        show_progress: bool | None = None,
+        what: str = "texts",
+    ) -> np.ndarray:
+        prefixes = [prefix] * len(texts) if isinstance(prefix, str) else list(prefix)
+        self.tokens = self._service.count_tokens(texts, prefixes)
+        submitted = self._queue.submit(list(texts), prefixes, self.tokens)
+        return asyncio.run_coroutine_threadsafe(submitted, self._loop).result()
