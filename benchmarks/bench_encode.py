@@ -105,7 +105,7 @@ def st_padding_share(lengths: list[int], texts: list[str], batch_size: int = 32)
 
 
 def compare(name: str, ours: Encoder, theirs: object, texts: list[str], repeats: int) -> dict[str, float]:
-    lengths = [len(ids) for ids in ours.tokenize(texts)]
+    lengths = [len(ids) for ids in ours.backend.tokenize(texts)]
     tokens = sum(lengths)
     our_runs: list[Measurement] = []
     their_runs: list[Measurement] = []

@@ -4,18 +4,20 @@ Each command prints one ``result <json>`` line at the end, so that the tests can
 process sees. ``connect`` is shared with the tests, which reach one database through either an
 embedded path or a Chroma server.
 
-- ``fill``: create a collection with QZhouCollection and add texts;
 - ``query``: with nothing but ``import qzhou_plugins.chroma``, get the collection with plain chromadb
   (no embedding function given) and query it by text;
 - ``ingest``: stream SciFact abstracts into a collection, printing ``progress N`` as texts are read
   (the crash test kills this process part-way);
-- ``count``: the number of records, with plain chromadb only (no model is loaded).
+- ``count``: the number of records, with plain chromadb only (no model is loaded);
+- ``race``: add texts to a collection at the same moment as the test process (see
+  :func:`meet_before_writing`), and report the AddResult.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,28 @@ def scifact_records(corpus: str, limit: int) -> Iterator[tuple[str, dict[str, st
             yield document_text(document), {"doc_id": document["_id"]}
 
 
+def meet_before_writing(function: Any, folder: str, me: str, other: str, timeout: float = 300) -> None:
+    """Make ``function.embed_documents`` wait, once it has embedded, until ``other`` has embedded too.
+
+    Two writers of the same records then have both found them missing and embedded them before
+    either writes: the race of two processes adding the same texts at once, every time, not by luck.
+    Only the timing is arranged; the embedding and the writing are the real ones.
+    """
+    embed = function.embed_documents
+
+    def embed_then_wait(texts: list[str], **options: Any) -> Any:
+        vectors = embed(texts, **options)
+        Path(folder, me).touch()
+        deadline = time.monotonic() + timeout
+        while not Path(folder, other).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{other} never came to write")
+            time.sleep(0.01)
+        return vectors
+
+    function.embed_documents = embed_then_wait
+
+
 def main(command: str, payload: dict[str, Any]) -> dict[str, Any]:
     client = connect(payload["spec"])
     if command == "count":
@@ -64,12 +88,6 @@ def main(command: str, payload: dict[str, Any]) -> dict[str, Any]:
         }
     from qzhou_plugins.chroma import QZhouCollection
 
-    if command == "fill":
-        collection = QZhouCollection.open(
-            payload["name"], client=client, model=payload["model"], task=payload.get("task")
-        )
-        added = collection.add(payload["texts"], payload.get("metadatas"))
-        return {"added": added.added, "config": collection.embedding_function.get_config()}
     if command == "ingest":
         collection = QZhouCollection.open(
             payload["name"], client=client, model=payload["model"], max_length=payload["max_length"]
@@ -86,6 +104,16 @@ def main(command: str, payload: dict[str, Any]) -> dict[str, Any]:
         metadatas = (metadata for _, metadata in records)
         added = collection.add(texts(), metadatas, batch_size=payload["batch_size"], show_progress=False)
         return {"added": added.added, "skipped": added.skipped}
+    if command == "race":
+        collection = QZhouCollection.open(payload["name"], client=client)
+        meet_before_writing(collection.embedding_function, payload["folder"], "child", "parent")
+        added = collection.add(payload["texts"], show_progress=False)
+        return {
+            "added": added.added,
+            "skipped": added.skipped,
+            "present_on_write": added.present_on_write,
+            "exact": added.exact,
+        }
     raise SystemExit(f"unknown command {command!r}")
 
 

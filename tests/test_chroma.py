@@ -11,9 +11,11 @@ no instructions) and the tiny random QZhou-shaped checkpoint (instructed queries
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,7 +284,7 @@ class CollectionSuite:
         fill(collection)
         query = QUERIES[1]
         candidates = collection.query(query, n_results=6)[0].hits
-        reranked = collection.query(query, n_results=3, rerank=6, rerank_task="sts")[0].hits
+        reranked = collection.query(query, n_results=3, rerank_candidates=6, rerank_task="sts")[0].hits
         expected = score_candidates(
             collection.encoder, query, [hit.document for hit in candidates], task="sts"
         )
@@ -294,14 +296,14 @@ class CollectionSuite:
         assert not np.allclose(
             [hit.score for hit in reranked], [1 - hit.distance for hit in reranked], atol=1e-3
         )
-        # rerank smaller than n_results still returns n_results hits (rule: fetch max(rerank, n_results)).
-        assert len(collection.query(query, n_results=4, rerank=2)[0].hits) == 4
+        # Fewer candidates than n_results still returns n_results hits (fetch max(candidates, n_results)).
+        assert len(collection.query(query, n_results=4, rerank_candidates=2)[0].hits) == 4
 
     def test_query_arguments_are_checked(self, client: ClientAPI) -> None:
         collection = QZhouCollection.open(unique_name(), client=client, model=DEMO_MODEL)
         fill(collection)
         assert collection.query([]) == []
-        for bad, error in (({"n_results": 0}, ValueError), ({"rerank": 0}, ValueError),
+        for bad, error in (({"n_results": 0}, ValueError), ({"rerank_candidates": 0}, ValueError),
                            ({"n_results": True}, ValueError)):  # fmt: skip
             with pytest.raises(error, match="positive integer"):
                 collection.query("cats", **bad)
@@ -312,6 +314,20 @@ class CollectionSuite:
         hits = collection.query("money and banks", n_results=5, where={"topic": "finance"})[0].hits
         assert {hit.metadata["topic"] for hit in hits} == {"finance"} and len(hits) == 2
         assert len(collection.query("anything", n_results=50)[0].hits) == len(TEXTS)
+
+    def test_result_counts_beyond_what_chroma_takes_are_refused(self, client: ClientAPI) -> None:
+        """n_results is an unsigned 32-bit int in Chroma: 2**64 was an OverflowError from its core."""
+        collection = QZhouCollection.open(unique_name(), client=client, model=DEMO_MODEL)
+        fill(collection)
+        for value in (2**32, 2**64):
+            with pytest.raises(ValueError, match=rf"n_results must be at most 4294967295.*not {value}"):
+                collection.query("cats", n_results=value)
+            with pytest.raises(ValueError, match="rerank_candidates must be at most"):
+                collection.query("cats", rerank_candidates=value)
+        for value in (1.5, -1, 0, False, "3", None):
+            with pytest.raises(ValueError, match=r"n_results must be a positive integer, not"):
+                collection.query("cats", n_results=value)
+        assert len(collection.query("cats", n_results=2**32 - 1)[0].hits) == len(TEXTS)
 
     # -- refusing mismatches ------------------------------------------------------------------------
 
@@ -358,10 +374,10 @@ class CollectionSuite:
         assert QZhouCollection.open(minilm.name, client=client, task="clustering").count() == 0
 
     def test_a_changed_dimension_is_refused(
-        self, client: ClientAPI, qwen_tokenizer_dir: Path, tmp_path: Path
+        self, client: ClientAPI, qwen_tokenizer_dir: Path, tiny_qzhou_path: str, tmp_path: Path
     ) -> None:
         """The same model name now holds other weights (re-downloaded, rebuilt): the vectors would not fit."""
-        checkpoint = str(build_qzhou_checkpoint(tmp_path / "checkpoint", qwen_tokenizer_dir, hidden_size=64))
+        checkpoint = str(shutil.copytree(tiny_qzhou_path, tmp_path / "checkpoint"))  # 64-d, a copy to rebuild
         collection = QZhouCollection.open(unique_name(), client=client, model=checkpoint)
         fill(collection)
         before = snapshot(collection.collection)
@@ -446,19 +462,21 @@ class CollectionSuite:
 
     # -- across processes ---------------------------------------------------------------------------
 
-    def test_round_trip_across_processes(self, client_spec: dict[str, Any], tiny_qzhou_path: str) -> None:
-        """Filled in one process, read in a fresh one by plain chromadb after ``import qzhou_plugins.chroma``.
+    def test_round_trip_across_processes(
+        self, client: ClientAPI, client_spec: dict[str, Any], tiny_qzhou_path: str
+    ) -> None:
+        """Filled here, read in a fresh process by plain chromadb after ``import qzhou_plugins.chroma``.
 
         The fresh process gives Chroma no embedding function: it must rebuild ours from the record.
         """
-        name = unique_name()
-        filled = run_child(
-            "fill", {"spec": client_spec, "name": name, "model": tiny_qzhou_path, "texts": TEXTS}
+        collection = QZhouCollection.open(unique_name(), client=client, model=tiny_qzhou_path)
+        assert collection.add(TEXTS).added == len(TEXTS)
+        payload = {"spec": client_spec, "name": collection.name, "queries": QUERIES, "n_results": 3}
+        found = run_child("query", payload)
+        assert (
+            found["function"] == "qzhou_plugins.integrations.chroma.embedding_function.QZhouEmbeddingFunction"
         )
-        assert filled["added"] == len(TEXTS)
-        found = run_child("query", {"spec": client_spec, "name": name, "queries": QUERIES, "n_results": 3})
-        assert found["function"] == "qzhou_plugins.integrations.chroma.QZhouEmbeddingFunction"
-        assert found["config"] == filled["config"]
+        assert found["config"] == collection.embedding_function.get_config()
         encoder = Encoder.shared(model=tiny_qzhou_path)
         documents = encoder.encode_documents(TEXTS)
         query_side = encoder.encode_queries(QUERIES) @ documents.T
@@ -471,6 +489,46 @@ class CollectionSuite:
             assert found_ids == [ids[i] for i in best]
             np.testing.assert_allclose(distances, 1 - row[best], atol=1e-4)
             assert not np.allclose(distances, 1 - np.sort(wrong_side)[::-1][:3], atol=1e-3)
+
+    def test_two_processes_adding_the_same_texts_at_once_count_them_once(
+        self, client: ClientAPI, client_spec: dict[str, Any], tiny_qzhou_path: str, tmp_path: Path
+    ) -> None:
+        """This process and a child add the same texts, both having found them missing and embedded them.
+
+        The store holds each once. The counts: on an embedded database the final check and the write
+        are made under a lock, so exactly one writer counts each record as added and the other
+        as present on write; through a server there is no such lock, and the result says so.
+        """
+        from chroma_child import meet_before_writing
+
+        texts = [f"Race sentence {i}: two writers, one record, counted once." for i in range(40)]
+        collection = QZhouCollection.open(unique_name("race"), client=client, model=tiny_qzhou_path)
+        payload = {"spec": client_spec, "name": collection.name, "texts": texts, "folder": str(tmp_path)}
+        child = subprocess.Popen(
+            [sys.executable, str(CHILD), "race", json.dumps(payload)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            meet_before_writing(collection.embedding_function, str(tmp_path), "parent", "child")
+            ours = collection.add(texts, show_progress=False)
+            stdout, stderr = child.communicate(timeout=600)
+        finally:
+            child.kill()
+        assert child.returncode == 0, stderr[-4000:]
+        theirs = json.loads(stdout.splitlines()[-1].removeprefix("result "))
+        stored = collection.collection.get()["ids"]
+        assert sorted(stored) == sorted(content_id(text, None) for text in texts)
+        for result in (dataclasses.asdict(ours), theirs):
+            assert result["added"] + result["skipped"] == len(texts)
+            # Both embedded every text: each was then either written or found written meanwhile.
+            assert result["added"] + result["present_on_write"] == len(texts)
+        local = client.get_settings().chroma_api_impl.endswith("RustBindingsAPI")
+        assert ours.exact is theirs["exact"] is local
+        if local:
+            assert ours.added + theirs["added"] == len(texts)
+            assert ours.present_on_write + theirs["present_on_write"] == len(texts)
+        else:
+            assert ours.added + theirs["added"] >= len(texts)
 
     def test_ingestion_killed_part_way_resumes_without_loss_or_duplicates(
         self,
@@ -511,8 +569,16 @@ class CollectionSuite:
         assert child.returncode == -signal.SIGKILL
         stored_before = run_child("count", {"spec": client_spec, "name": name})["count"]
         assert 600 <= stored_before < CRASH_CORPUS_SIZE
-        resumed = run_child("ingest", payload)
-        assert resumed == {"added": CRASH_CORPUS_SIZE - stored_before, "skipped": stored_before}
+        # Resumed here, another process than the killed one, with the same stream of records.
+        resumed = QZhouCollection.open(
+            name, client=connect(client_spec), model=tiny_qzhou_path, max_length=CRASH_MAX_LENGTH
+        ).add(
+            (text for text, _ in crash_records),
+            (metadata for _, metadata in crash_records),
+            batch_size=payload["batch_size"],
+            show_progress=False,
+        )
+        assert resumed == AddResult(added=CRASH_CORPUS_SIZE - stored_before, skipped=stored_before)
 
         found = (
             connect(client_spec)

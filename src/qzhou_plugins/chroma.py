@@ -2,21 +2,20 @@
 
 Importing this module registers :class:`QZhouEmbeddingFunction` with Chroma, so that a collection
 created with it is reopened, in any process, with the same model and instructions. Needs the
-``chroma`` extra (``pip install 'qzhou-plugins[chroma]'``).
+``chroma`` extra (``pip install 'qzhou-plugins[chroma]'``). The code is in
+:mod:`qzhou_plugins.integrations.chroma`.
 """
 
 from .integrations.chroma import (
-    EMBEDDING_FUNCTION_NAME,
-    QZhouEmbeddingFunction,
-)
-from .integrations.chroma_collection import (
     DEFAULT_PATH,
+    EMBEDDING_FUNCTION_NAME,
     AddResult,
     CollectionMismatchError,
     CollectionNotFoundError,
     Hit,
     QueryResult,
     QZhouCollection,
+    QZhouEmbeddingFunction,
     content_id,
 )
 

@@ -1,108 +1,36 @@
-"""Chroma 1.x: a QZhou embedding function that Chroma persists with the collection.
+"""The QZhou embedding function that Chroma persists with a collection and rebuilds anywhere.
 
 Chroma stores an embedding function's ``name()`` and ``get_config()`` in the collection's
 configuration and rebuilds it with ``build_from_config`` whenever the collection is opened without
-one. The config therefore has to say everything that decides the vectors (model, the exact query and
-document prefixes, pooling, normalisation, dimension) and nothing that only describes this machine
-(device, batch budget, attention kernel), so that a collection opened in another process, or on
-another host, embeds new texts and queries exactly as the stored ones were.
+one, so that a collection opened in another process, or on another host, embeds new texts and
+queries exactly as the stored ones were (:mod:`.fingerprint` says what is recorded).
 
 The recorded prefixes, not the task name, are what is replayed: if a later version of the package
 changed a task's instruction, an existing collection keeps the instruction its vectors were made
-with. :class:`~qzhou_plugins.integrations.chroma_collection.QZhouCollection` builds on this function
-and adds the refusal of mismatched reopenings, resumable ingestion and reranked queries.
+with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sized
 from typing import Any
 
 import numpy as np
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+from chromadb.utils.embedding_functions import register_embedding_function
 
-try:
-    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-    from chromadb.utils.embedding_functions import register_embedding_function
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
-
-from ..config import DEFAULT_MODEL, EncoderConfig
-from ..encoder import Encoder
-from ..validation import validate_texts
-from ..instructions import Task, TaskLike, TaskType, resolve_task
-
-EMBEDDING_FUNCTION_NAME = "qzhou"
-"""The name under which Chroma records and finds this embedding function."""
-
-CONFIG_VERSION = 1
-
-PERSISTED_OPTIONS = ("max_length", "normalize", "dtype", "pooling", "bidirectional")
-"""Encoder options that change the vectors: recorded in the collection and replayed on reopening."""
-
-FINGERPRINT_KEYS = ("model", "dimension", "query_prefix", "document_prefix", "pooling", "normalize")
-"""What must be equal for new vectors to be comparable with the stored ones."""
-
-_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "version": (int,),
-    "model": (str,),
-    "task": (str, dict, type(None)),
-    "query_prefix": (str,),
-    "document_prefix": (str,),
-    "dimension": (int,),
-    "max_length": (int, type(None)),
-    "normalize": (bool,),
-    "dtype": (str,),
-    "pooling": (str,),
-    "bidirectional": (bool, type(None)),
-}
-
-
-def task_to_config(task: TaskLike) -> str | dict[str, Any] | None:
-    """A JSON-friendly form of ``task`` that :func:`task_from_config` turns back into the same task."""
-    if task is None or isinstance(task, str):
-        return task.value if isinstance(task, TaskType) else task
-    if isinstance(task, Task):
-        return task.model_dump()
-    raise TypeError(f"task must be a string, a TaskType, a Task or None, not {type(task).__name__}")
-
-
-def task_from_config(value: str | Mapping[str, Any] | None) -> TaskLike:
-    if value is None or isinstance(value, str):
-        return value
-    return Task(**dict(value))
-
-
-def same_model(first: str, second: str) -> bool:
-    """Two model names mean the same checkpoint: equal names, or two spellings of one local folder.
-
-    A hub id is never resolved here (that could download a model just to compare names).
-    """
-    if first == second:
-        return True
-    from pathlib import Path
-
-    paths = [Path(name).expanduser() for name in (first, second)]
-    return all(path.is_dir() for path in paths) and paths[0].resolve() == paths[1].resolve()
-
-
-def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an embedding function config that decides whether two vectors are comparable."""
-    return {key: config.get(key) for key in FINGERPRINT_KEYS}
-
-
-def fingerprint_differences(
-    recorded: Mapping[str, Any],
-    wanted: Mapping[str, Any],
-    labels: tuple[str, str] = ("the collection has", "you asked for"),
-) -> list[str]:
-    """One line per fingerprint field that differs between two embedding function configs."""
-    lines = []
-    for key in FINGERPRINT_KEYS:
-        old, new = recorded.get(key), wanted.get(key)
-        equal = same_model(old, new) if key == "model" and old and new else old == new
-        if not equal:
-            lines.append(f"{key.replace('_', ' ')}: {labels[0]} {old!r}, {labels[1]} {new!r}")
-    return lines
+from ...config import DEFAULT_MODEL, EncoderConfig
+from ...encoder import Encoder
+from ...instructions import TaskLike, resolve_task
+from .fingerprint import (
+    CONFIG_VERSION,
+    EMBEDDING_FUNCTION_NAME,
+    PERSISTED_OPTIONS,
+    check_config,
+    fingerprint_differences,
+    task_from_config,
+    task_to_config,
+)
 
 
 @register_embedding_function
@@ -172,7 +100,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
 
     @property
     def model(self) -> str:
-        return self._encoder_config.model
+        return str(self._encoder_config.model)
 
     @property
     def task(self) -> TaskLike:
@@ -191,22 +119,24 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def embed_documents(self, texts: Documents, *, show_progress: bool | None = None) -> np.ndarray:
         """Document-side vectors as one float32 array (what the collection helper stores)."""
-        checked = validate_texts(texts, what="documents")
-        prefixed = [self.prefixes[1] + text for text in checked]
-        return self.encoder.encode_with_prefix(prefixed, "", show_progress=show_progress)
+        return self.encoder.encode_with_prefix(
+            texts, self.prefixes[1], show_progress=show_progress, what="documents"
+        )
 
     def embed_queries(self, texts: Documents, *, show_progress: bool | None = None) -> np.ndarray:
         """Query-side vectors as one float32 array."""
-        checked = validate_texts(texts, what="queries")
-        prefixed = [self.prefixes[0] + text for text in checked]
-        return self.encoder.encode_with_prefix(prefixed, "", show_progress=show_progress)
+        return self.encoder.encode_with_prefix(
+            texts, self.prefixes[0], show_progress=show_progress, what="queries"
+        )
 
     # -- the Chroma protocol ------------------------------------------------------------------------
 
     def __call__(self, input: Documents) -> Embeddings:
+        _refuse_nothing(input, "documents")
         return list(self.embed_documents(input))
 
     def embed_query(self, input: Documents) -> Embeddings:
+        _refuse_nothing(input, "queries")
         return list(self.embed_queries(input))
 
     @staticmethod
@@ -237,7 +167,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> QZhouEmbeddingFunction:
-        QZhouEmbeddingFunction.validate_config(config)
+        check_config(config)
         options = {key: config[key] for key in PERSISTED_OPTIONS if key in config}
         return QZhouEmbeddingFunction(
             config["model"],
@@ -251,26 +181,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
         """Refuse a config that is incomplete, mistyped or from a newer format, naming each problem."""
-        if not isinstance(config, Mapping):
-            raise ValueError(f"an embedding function config must be a mapping, not {type(config).__name__}")
-        problems = []
-        required = ("model", "query_prefix", "document_prefix", "dimension")
-        problems += [f"missing {key!r}" for key in required if key not in config]
-        unknown = sorted(set(config) - set(_CONFIG_TYPES))
-        if unknown:
-            problems.append(f"unknown keys {unknown} (written by a newer qzhou-plugins? upgrade it)")
-        for key, types in _CONFIG_TYPES.items():
-            value = config.get(key)
-            wrong_bool = isinstance(value, bool) and bool not in types
-            if key in config and (wrong_bool or not isinstance(value, types)):
-                problems.append(f"{key!r} is a {type(value).__name__}")
-        if isinstance(config.get("dimension"), int) and config["dimension"] < 1:
-            problems.append(f"'dimension' is {config['dimension']}")
-        if isinstance(config.get("version"), int) and config["version"] > CONFIG_VERSION:
-            problems.append(f"version {config['version']} is newer than this package's {CONFIG_VERSION}")
-        if problems:
-            listed = "; ".join(problems)
-            raise ValueError(f"invalid {EMBEDDING_FUNCTION_NAME!r} embedding function config: {listed}")
+        check_config(config)
 
     def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
         """Allow changes that keep old and new vectors comparable (max_length, dtype) and nothing else."""
@@ -284,3 +195,17 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def __repr__(self) -> str:
         return f"QZhouEmbeddingFunction(model={self.model!r}, task={self._task!r})"
+
+
+def _refuse_nothing(texts: Any, what: str) -> None:
+    """Chroma's protocol has an embedding function return at least one vector: say so in our words.
+
+    Otherwise ``function([])`` fails in Chroma's own check of the (empty) result, with a message
+    about embeddings that the caller never gave.
+    """
+    if isinstance(texts, Sized) and not isinstance(texts, (str, bytes)) and len(texts) == 0:
+        raise ValueError(
+            f"QZhouEmbeddingFunction was given no {what} (an empty list): a Chroma embedding function "
+            "must return at least one vector, so there is nothing it can do. Skip the call when there "
+            "is nothing to embed."
+        )

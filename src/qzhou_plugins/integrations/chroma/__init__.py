@@ -1,0 +1,39 @@
+"""Chroma 1.x on the shared core: a persisted embedding function and a collection helper.
+
+The data path of :class:`QZhouCollection`, one module per step::
+
+    open    opening.py      name and path checked -> create, or compare the record (fingerprint.py)
+    add     records.py      texts (validation), metadata (metadata.py) and ids checked, records built
+            writing.py      missing ids embedded (embedding_function.py -> Encoder) and written
+    query   query.py        query side embedded -> Chroma's nearest -> optional rerank (rerank.rank)
+    reembed migration.py    copy into a collection of the new setup, then swap it in
+
+Importing this package registers :class:`QZhouEmbeddingFunction` with Chroma. It needs the
+``chroma`` extra; the public import path is :mod:`qzhou_plugins.chroma`.
+"""
+
+try:
+    import chromadb  # noqa: F401  (the one place that says which extra is missing)
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
+
+from .collection import QZhouCollection
+from .embedding_function import QZhouEmbeddingFunction
+from .fingerprint import EMBEDDING_FUNCTION_NAME, CollectionMismatchError
+from .opening import DEFAULT_PATH, CollectionNotFoundError
+from .query import Hit, QueryResult
+from .records import content_id
+from .writing import AddResult
+
+__all__ = [
+    "DEFAULT_PATH",
+    "EMBEDDING_FUNCTION_NAME",
+    "AddResult",
+    "CollectionMismatchError",
+    "CollectionNotFoundError",
+    "Hit",
+    "QZhouCollection",
+    "QZhouEmbeddingFunction",
+    "QueryResult",
+    "content_id",
+]

@@ -1,0 +1,155 @@
+"""Opening a collection: check the name and the place, then create it or check what it records.
+
+A name Chroma would refuse, or a path that is a file, is refused here in our words (Chroma's own
+messages come from its Rust core: ``File exists (os error 17)``). An existing collection is
+compared with what is asked for before any model is loaded when the model name already differs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.errors import NotFoundError
+
+from ...config import DEFAULT_MODEL
+from ...encoder import Encoder
+from ...instructions import TaskLike
+from .embedding_function import QZhouEmbeddingFunction
+from .fingerprint import (
+    PERSISTED_OPTIONS,
+    check_recorded,
+    creation_metadata,
+    fingerprint_differences,
+    mismatch_error,
+    recorded_config,
+    same_model,
+    task_from_config,
+)
+
+DEFAULT_PATH = "./chroma"
+"""Where an embedded database is kept when neither a path nor a client is given."""
+
+NAME_LENGTH = (3, 512)
+_NAME_CHARACTERS = re.compile(r"[^a-zA-Z0-9._-]")
+_ALPHANUMERIC = re.compile(r"[a-zA-Z0-9]")
+
+
+class CollectionNotFoundError(LookupError):
+    """``open(..., create=False)`` on a collection that does not exist."""
+
+
+def check_name(name: Any) -> str:
+    """A collection name by Chroma's rules, each broken rule said plainly (Chroma names none)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a collection name must be a string, not {type(name).__name__} {name!r}")
+    low, high = NAME_LENGTH
+    problem = None
+    if not low <= len(name) <= high:
+        problem = f"it has {len(name)} characters, and Chroma needs {low} to {high}"
+    elif found := _NAME_CHARACTERS.search(name):
+        problem = (
+            f"it has {found.group()!r} at character {found.start()}, and Chroma allows only ASCII "
+            "letters, digits, '.', '_' and '-'"
+        )
+    elif not (_ALPHANUMERIC.fullmatch(name[0]) and _ALPHANUMERIC.fullmatch(name[-1])):
+        problem = "it must start and end with an ASCII letter or digit"
+    elif ".." in name:
+        problem = "it has two periods in a row ('..')"
+    elif _is_ip_address(name):
+        problem = "it reads as an IP address, which Chroma does not allow"
+    if problem:
+        raise ValueError(f"invalid collection name {name!r}: {problem}")
+    return name
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def connect(path: Any, client: ClientAPI | None) -> ClientAPI:
+    """The client given, else an embedded database at ``path`` (:data:`DEFAULT_PATH` if None)."""
+    if path is not None and client is not None:
+        raise TypeError("pass either path (an embedded database) or client, not both")
+    if client is not None:
+        return client
+    if path is None:
+        path = DEFAULT_PATH
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a folder name (str or os.PathLike), not {type(path).__name__}")
+    folder = Path(os.fspath(path)).expanduser()
+    for place in (folder, *folder.absolute().parents):
+        if place.exists():
+            if not place.is_dir():
+                where = "path" if place == folder else f"{str(place)!r}, on the way to path,"
+                raise ValueError(
+                    f"{where} is a file, not a folder: an embedded Chroma database is a folder "
+                    f"(created if missing); give another path than {os.fspath(path)!r}"
+                )
+            break
+    return chromadb.PersistentClient(path=str(folder))
+
+
+def existing_collection(client: ClientAPI, name: str) -> Collection | None:
+    try:
+        # No embedding function here: building the persisted one would load its model before the check.
+        return client.get_collection(name, embedding_function=None)  # type: ignore[arg-type]
+    except NotFoundError:
+        return None
+
+
+def create_collection(
+    client: ClientAPI, name: str, model: str | None, task: TaskLike, encoder_options: dict[str, Any]
+) -> tuple[Collection, QZhouEmbeddingFunction]:
+    """A new collection in the cosine space, recording its embedding function and fingerprint."""
+    encoder = Encoder.shared(model=model if model is not None else DEFAULT_MODEL, **encoder_options)
+    function = QZhouEmbeddingFunction.from_encoder(encoder, task)
+    collection = client.get_or_create_collection(
+        name,
+        embedding_function=function,  # type: ignore[arg-type]
+        metadata=creation_metadata(function.get_config()),
+    )
+    # Another process may have created it first, with other settings: check what is there.
+    check_recorded(collection, function.get_config())
+    return collection, function
+
+
+def reopen_collection(
+    client: ClientAPI,
+    existing: Collection,
+    model: str | None,
+    task: TaskLike,
+    encoder_options: dict[str, Any],
+) -> tuple[Collection, QZhouEmbeddingFunction]:
+    """``existing`` with the embedding function it records, or what was asked if that is the same."""
+    recorded = recorded_config(existing)
+    chosen_model = model if model is not None else recorded["model"]
+    if not same_model(chosen_model, recorded["model"]):
+        # Known to differ without loading anything (a 7B model takes minutes to load).
+        differences = fingerprint_differences(recorded, {**recorded, "model": chosen_model})
+        raise mismatch_error(existing.name, differences)
+    options = {key: recorded[key] for key in PERSISTED_OPTIONS if key in recorded}
+    options.update(encoder_options)
+    encoder = Encoder.shared(model=chosen_model, **options)
+    if task is None:
+        # Replay the recorded prefixes exactly: a newer release may word a task's instruction
+        # differently, and the stored vectors were made with the old wording.
+        prefixes = (recorded["query_prefix"], recorded["document_prefix"])
+        function = QZhouEmbeddingFunction.from_encoder(
+            encoder, task_from_config(recorded.get("task")), prefixes=prefixes
+        )
+    else:
+        function = QZhouEmbeddingFunction.from_encoder(encoder, task)
+    check_recorded(existing, function.get_config())
+    collection = client.get_collection(existing.name, embedding_function=function)  # type: ignore[arg-type]
+    return collection, function

@@ -1,0 +1,133 @@
+"""Reading: Chroma's nearest neighbours as hits with a similarity, optionally reranked.
+
+The scores of a rerank come from :func:`qzhou_plugins.rerank.score_candidates` and their order
+from :func:`qzhou_plugins.rerank.rank`, the one sort of the package, so a reranked query orders
+and cuts candidates exactly as every other reranker of the package does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from chromadb.api.models.Collection import Collection
+
+from ...encoder import Encoder
+from ...instructions import TaskLike
+from ...rerank import rank, score_candidates
+from ...validation import check_count
+
+MAX_RESULTS = 2**32 - 1
+"""The most results Chroma can be asked for (it converts ``n_results`` to an unsigned 32-bit int)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result; ``score`` is the relevance (cosine), or the rerank score when reranked."""
+
+    id: str
+    document: str
+    metadata: dict[str, Any]
+    distance: float
+    score: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    hits: list[Hit] = field(default_factory=list)
+
+
+def result_counts(n_results: Any, rerank_candidates: Any, rerank: Any) -> tuple[int, int | None]:
+    """``n_results`` and the number of candidates to rerank (None: no rerank), both checked.
+
+    ``rerank`` is the former name of ``rerank_candidates``: it still works, with a warning.
+    """
+    label = "rerank_candidates"
+    if rerank is not None:
+        if rerank_candidates is not None:
+            raise TypeError("give rerank_candidates only (rerank is its former name), not both")
+        warnings.warn(
+            "QZhouCollection.query(rerank=N) is deprecated: it is a count of candidates, now called "
+            "rerank_candidates=N",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        rerank_candidates, label = rerank, "rerank"
+    return _positive(n_results, "n_results"), (
+        None if rerank_candidates is None else _positive(rerank_candidates, label)
+    )
+
+
+def _positive(value: Any, what: str) -> int:
+    """A count of results: a positive int that Chroma can take (not a bool, a float or 2**64)."""
+    try:
+        counted = check_count(value, what=what, allow_none=False, minimum=1)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a positive integer, not {type(value).__name__} {value!r}") from None
+    assert counted is not None
+    if counted > MAX_RESULTS:
+        raise ValueError(f"{what} must be at most {MAX_RESULTS} (the most Chroma can return), not {counted}")
+    return counted
+
+
+def nearest(
+    collection: Collection,
+    vectors: Any,
+    queries: list[str],
+    n_results: int,
+    where: Mapping[str, Any] | None,
+    where_document: Mapping[str, Any] | None,
+) -> list[QueryResult]:
+    """The ``n_results`` nearest records of each query vector, as hits with a cosine ``score``."""
+    raw = collection.query(
+        query_embeddings=vectors,
+        n_results=n_results,
+        where=dict(where) if where else None,
+        where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
+        include=["documents", "metadatas", "distances"],
+    )
+    space = _space(collection)
+    results = []
+    for position, query in enumerate(queries):
+        rows = zip(
+            raw["ids"][position],
+            (raw["documents"] or [[]])[position],
+            (raw["metadatas"] or [[]])[position],
+            (raw["distances"] or [[]])[position],
+            strict=True,
+        )
+        hits = [
+            Hit(id=id_, document=document or "", metadata=dict(metadata or {}), distance=float(distance),
+                score=_similarity(space, float(distance)))
+            for id_, document, metadata, distance in rows
+        ]  # fmt: skip
+        results.append(QueryResult(query=query, hits=hits))
+    return results
+
+
+def reranked(encoder: Encoder, result: QueryResult, n_results: int, task: TaskLike) -> QueryResult:
+    """The best ``n_results`` hits by the model's score for ``task``, which becomes their ``score``."""
+    if not result.hits:
+        return result
+    documents: Sequence[str] = [hit.document for hit in result.hits]
+    scores = score_candidates(encoder, result.query, documents, task=task, empty="lowest")
+    hits = [
+        replace(result.hits[ranked.index], score=ranked.score) for ranked in rank(scores, top_n=n_results)
+    ]
+    return QueryResult(query=result.query, hits=hits)
+
+
+def _space(collection: Collection) -> str:
+    configuration = collection.configuration_json
+    for index in ("hnsw", "spann"):
+        if configuration.get(index) and configuration[index].get("space"):
+            return str(configuration[index]["space"])
+    return str((collection.metadata or {}).get("hnsw:space", "l2"))
+
+
+def _similarity(space: str, distance: float) -> float:
+    """Cosine similarity from Chroma's distance (l2 is squared, which on unit vectors is 2 - 2 cos)."""
+    return 1.0 - distance / 2.0 if space == "l2" else 1.0 - distance
