@@ -97,7 +97,9 @@ def connect(path: Any, client: ClientAPI | None) -> ClientAPI:
                     f"(created if missing); give another path than {os.fspath(path)!r}"
                 )
             break
-    return chromadb.PersistentClient(path=str(folder))
+    # An absolute path: Chroma caches clients by path text, so a relative one would reach another
+    # folder's database once the working directory changes.
+    return chromadb.PersistentClient(path=str(folder.absolute()))
 
 
 def existing_collection(client: ClientAPI, name: str) -> Collection | None:

@@ -142,7 +142,9 @@ def write_lock(client: ClientAPI) -> Iterator[bool]:
     if settings.chroma_api_impl not in LOCAL_IMPLEMENTATIONS:
         yield False  # a server: there is no lock that all of its clients could share
     elif settings.is_persistent and settings.persist_directory and fcntl is not None:
-        with (Path(settings.persist_directory) / LOCK_FILE_NAME).open("a") as handle:
+        folder = Path(settings.persist_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / LOCK_FILE_NAME).open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if the process dies
             try:
                 yield True
