@@ -1,0 +1,405 @@
+"""Bulk embedding in this process: the output format, resuming, refusals, bad input, compact formats.
+
+Real models and real processes: all-MiniLM-L6-v2 (offline, the demo name) on SciFact abstracts, the
+tiny QZhou-shaped checkpoint for the instructed side, and a child process that is SIGKILLed while it
+writes. Abstracts are cut to 16 tokens (``max_length``): what is checked here (which id gets which
+vector, exactly once) does not depend on how much of each abstract is kept, and it keeps the file fast.
+The Ray job, and the 2,000-abstract comparison of every mode, are in ``test_bulk_ray.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from qzhou_plugins import DEMO_MODEL, Encoder, Task
+from qzhou_plugins.bulk import (
+    MANIFEST_NAME,
+    CorpusError,
+    OutputError,
+    OutputMismatchError,
+    dequantize,
+    embed_corpus,
+    export_quantized,
+    iter_vectors,
+    read_manifest,
+)
+from qzhou_plugins.bulk.options import add_embed_arguments, embed_from_arguments
+from qzhou_plugins.bulk.output import FINGERPRINT_KEY, Output
+from qzhou_plugins.evaluation import load_beir
+
+MAX_LENGTH = 16
+MINI = {"model": DEMO_MODEL, "max_length": MAX_LENGTH}
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), "utf-8")
+    return path
+
+
+def stored(out: Path) -> dict[str, np.ndarray]:
+    """id -> float32 vector of an output, read with plain pyarrow; fails on a repeated id."""
+    table = pq.read_table(out)
+    ids = table.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "an id is stored twice"
+    vectors = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    return dict(zip(ids, vectors, strict=True))
+
+
+def cosines(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> np.ndarray:
+    assert first.keys() == second.keys()
+    a = np.stack([first[i] for i in first])
+    b = np.stack([second[i] for i in first])
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file of a folder with its size, modification time and content."""
+    return {
+        path.name: (path.stat().st_size, path.stat().st_mtime_ns, path.read_bytes())
+        for path in sorted(folder.iterdir())
+        if path.name != ".lock"
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus_rows(scifact_corpus: list[dict[str, str]]) -> list[dict[str, str]]:
+    return scifact_corpus[:200]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory, corpus_rows: list[dict[str, str]]) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", corpus_rows)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, corpus_file: Path) -> Path:
+    """A finished float32 output of the 200 abstracts, in shards of 64 rows, with the texts kept."""
+    out = tmp_path_factory.mktemp("finished") / "out"
+    embed_corpus(corpus_file, out, shard_rows=64, text_column=True, **MINI)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(corpus_rows: list[dict[str, str]], scifact_dir: Path) -> dict[str, np.ndarray]:
+    """What the Encoder gives for the same abstracts, joined as `eval retrieval` joins them."""
+    texts = load_beir(scifact_dir).corpus
+    ids = [row["_id"] for row in corpus_rows]
+    vectors = Encoder.shared(**MINI).encode_documents([texts[i] for i in ids])
+    return dict(zip(ids, vectors, strict=True))
+
+
+# -- the output -------------------------------------------------------------------------------------
+
+
+def test_the_output_is_plain_parquet_with_the_fingerprint_and_a_manifest(
+    finished: Path, reference: dict[str, np.ndarray], scifact_dir: Path
+) -> None:
+    vectors = stored(finished)
+    assert vectors.keys() == reference.keys()  # every corpus id, once
+    assert cosines(vectors, reference).min() >= 0.99999
+    schema = pq.read_schema(next(finished.glob("part-*.parquet")))
+    assert schema.field("id").type == pa.string()
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    fingerprint = json.loads(schema.metadata[FINGERPRINT_KEY])
+    assert fingerprint["model"] == DEMO_MODEL
+    assert (fingerprint["dimension"], fingerprint["side"], fingerprint["prefix"]) == (384, "document", "")
+    assert (fingerprint["normalize"], fingerprint["max_length"], fingerprint["dtype"]) == (
+        True,
+        MAX_LENGTH,
+        "float32",
+    )
+    manifest = read_manifest(finished)
+    assert manifest["rows"] == 200 and manifest["fingerprint"] == fingerprint
+    assert [shard["rows"] for shard in manifest["shards"]] == [64, 64, 64, 8]
+    texts = dict(zip(*pq.read_table(finished, columns=["id", "text"]).to_pydict().values(), strict=True))
+    beir = load_beir(scifact_dir).corpus
+    assert texts == {i: beir[i] for i in texts}  # title, a space, text: as the evaluation reads it
+
+
+def test_float16_halves_the_storage_and_keeps_the_vectors(
+    tmp_path: Path, corpus_file: Path, finished: Path
+) -> None:
+    out = tmp_path / "half"
+    embed_corpus(corpus_file, out, dtype="float16", shard_rows=64, **MINI)
+    schema = pq.read_schema(next(out.glob("part-*.parquet")))
+    assert schema.field("embedding").type == pa.list_(pa.float16(), 384)
+    half, full = stored(out), stored(finished)
+    assert cosines(half, full).min() >= 0.9999
+    assert embedding_bytes(out) < 0.6 * embedding_bytes(finished)
+
+
+def embedding_bytes(out: Path) -> int:
+    """Bytes of the embedding column on disk, over every shard and row group."""
+    total = 0
+    for shard in out.glob("part-*.parquet"):
+        metadata = pq.ParquetFile(shard).metadata
+        for group in range(metadata.num_row_groups):
+            row_group = metadata.row_group(group)
+            for column in range(row_group.num_columns):
+                if row_group.column(column).path_in_schema.startswith("embedding"):
+                    total += row_group.column(column).total_compressed_size
+    return total
+
+
+def test_the_query_side_gets_the_instruction(tmp_path: Path, tiny_qzhou_path: str) -> None:
+    texts = ["what causes tides", "effect of aspirin on fever", "capital of France", "how do bees fly"]
+    corpus = write_jsonl(tmp_path / "q.jsonl", [{"_id": f"q{i}", "text": t} for i, t in enumerate(texts)])
+    encoder = Encoder.shared(model=tiny_qzhou_path)
+    for side in ("query", "document"):
+        out = tmp_path / side
+        result = embed_corpus(
+            corpus, out, model=tiny_qzhou_path, side=side, task="retrieval", text_fields=["text"]
+        )
+        vectors = stored(out)
+        queries = dict(zip(vectors, encoder.encode_queries(texts, "retrieval"), strict=True))
+        documents = dict(zip(vectors, encoder.encode_documents(texts, "retrieval"), strict=True))
+        expected, other = (queries, documents) if side == "query" else (documents, queries)
+        assert cosines(vectors, expected).min() >= 0.99999
+        assert cosines(vectors, other).max() < 0.9999
+        prefix = result.fingerprint["prefix"]
+        assert prefix.startswith("Instruct: ") if side == "query" else prefix == ""
+
+
+def test_a_parquet_source_gives_the_same_rows(
+    tmp_path: Path, corpus_rows: list[dict[str, str]], finished: Path
+) -> None:
+    source = tmp_path / "in"
+    source.mkdir()
+    for number, start in enumerate(range(0, 200, 120)):
+        part = corpus_rows[start : start + 120]
+        pq.write_table(
+            pa.Table.from_pylist([{k: r[k] for k in ("_id", "title", "text")} for r in part]),
+            source / f"{number}.parquet",
+        )
+    embed_corpus(source, tmp_path / "out", **MINI)
+    assert cosines(stored(tmp_path / "out"), stored(finished)).min() >= 0.99999
+
+
+# -- resuming and refusing ---------------------------------------------------------------------------
+
+CHILD = """
+import sys
+from qzhou_plugins.bulk import embed_corpus
+options = dict(model={model!r}, max_length={max_length}, shard_rows=20, show_progress=False)
+embed_corpus(sys.argv[1], sys.argv[2], **options)
+"""
+
+
+def test_a_killed_driver_is_completed_by_a_rerun_exactly_once(
+    tmp_path: Path, corpus_file: Path, finished: Path
+) -> None:
+    out = tmp_path / "out"
+    code = CHILD.format(model=DEMO_MODEL, max_length=MAX_LENGTH)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen([sys.executable, "-c", code, str(corpus_file), str(out)], env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(out.glob("part-*.parquet"))) < 2 and child.poll() is None:
+            assert time.monotonic() < deadline, "the child wrote no shards"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    before = len(stored(out))
+    assert 40 <= before < 200 and not (out / MANIFEST_NAME).exists()
+    result = embed_corpus(corpus_file, out, shard_rows=20, **MINI)
+    assert (result.already_stored, result.added) == (before, 200 - before)
+    assert cosines(stored(out), stored(finished)).min() >= 0.99999  # every id once, as a clean run
+    assert not list(out.glob(".*.tmp-*"))
+
+
+def test_a_rerun_of_a_finished_output_adds_nothing(finished: Path, corpus_file: Path) -> None:
+    before = snapshot(finished)
+    result = embed_corpus(corpus_file, finished, shard_rows=64, text_column=True, **MINI)
+    assert (result.added, result.already_stored) == (0, 200)
+    after = snapshot(finished)
+    assert {k: v for k, v in after.items() if k != MANIFEST_NAME} == {
+        k: v for k, v in before.items() if k != MANIFEST_NAME
+    }
+    assert after[MANIFEST_NAME][2] == before[MANIFEST_NAME][2]
+
+
+@pytest.mark.parametrize(
+    ("change", "difference"),
+    [
+        ({"model": "tiny"}, "model: the output has 'all-MiniLM-L6-v2'"),
+        ({"max_length": 64}, f"max length: the output has {MAX_LENGTH}, this run has 64"),
+        ({"task": Task(name="mine", instruction="Represent this text: ", both_sides=True)}, "prefix"),
+        ({"dtype": "float16"}, "dtype: the output has 'float32'"),
+        ({"side": "query"}, "side: the output has 'document'"),
+    ],
+)
+def test_a_rerun_made_another_way_is_refused_and_the_output_is_untouched(
+    finished: Path, corpus_file: Path, tiny_qzhou_path: str, change: dict[str, Any], difference: str
+) -> None:
+    options = {**MINI, "shard_rows": 64, "text_column": True, **change}
+    if options["model"] == "tiny":
+        options["model"] = tiny_qzhou_path
+    before = snapshot(finished)
+    with pytest.raises(OutputMismatchError, match=difference):
+        embed_corpus(corpus_file, finished, **options)
+    assert snapshot(finished) == before
+
+
+def test_another_corpus_or_a_second_writer_is_refused(
+    finished: Path, corpus_rows: list[dict[str, str]], corpus_file: Path, tmp_path: Path
+) -> None:
+    other = write_jsonl(tmp_path / "other.jsonl", corpus_rows[:50])
+    with pytest.raises(OutputError, match=r"holds 150 id\(s\) that are not in .*other.jsonl"):
+        embed_corpus(other, finished, shard_rows=64, text_column=True, **MINI)
+    with Output(finished), pytest.raises(OutputError, match="another run is writing into"):
+        embed_corpus(corpus_file, finished, shard_rows=64, text_column=True, **MINI)
+
+
+# -- bad input: named before any model work ------------------------------------------------------------
+
+GOOD = {"_id": "a", "title": "T", "text": "some text"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([json.dumps(GOOD), "{not json"], r"c\.jsonl:2: not valid JSON"),
+        (
+            [json.dumps(GOOD), json.dumps({"_id": "b", "title": "T"})],
+            r"c\.jsonl:2: the text field 'text' of id 'b' is missing",
+        ),
+        ([json.dumps(GOOD), "", json.dumps(GOOD)], r"c\.jsonl:3: duplicate id 'a' \(first at .*c\.jsonl:1\)"),
+        ([], r"the corpus is empty"),
+        (["", "  "], r"the corpus is empty"),
+        ([json.dumps({"title": "T", "text": "x"})], r"c\.jsonl:1: the id field '_id' is missing"),
+        (
+            [json.dumps(GOOD), json.dumps({"_id": "z", "title": "", "text": "\u200b\u200b"})],
+            r"c\.jsonl:2: id 'z' has nothing to embed",
+        ),
+        ([json.dumps({"_id": "n", "title": "T", "text": 5})], r"field 'text' of id 'n' must be a string"),
+        (["[1, 2]"], r"c\.jsonl:1: expected a JSON object"),
+    ],
+)
+def test_bad_corpus_lines_are_named_before_any_model_work(
+    tmp_path: Path, lines: list[str], message: str
+) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(line + "\n" for line in lines), "utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(CorpusError, match=message):  # a missing model would fail later, if it were loaded
+        embed_corpus(corpus, out, model=str(tmp_path / "no-such-model"))
+    assert not out.exists()
+
+
+def test_bad_parquet_sources_are_named(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"_id": ["a", None], "text": ["x", "y"]}), tmp_path / "ids.parquet")
+    with pytest.raises(CorpusError, match=r"ids\.parquet row 2: the id field '_id' is missing"):
+        embed_corpus(tmp_path / "ids.parquet", tmp_path / "out", model="none", text_fields=["text"])
+    with pytest.raises(CorpusError, match=r"no column\(s\) 'title'"):
+        embed_corpus(tmp_path / "ids.parquet", tmp_path / "out", model="none")
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    with pytest.raises(CorpusError, match=r"bad\.parquet: not a readable parquet file"):
+        embed_corpus(tmp_path / "bad.parquet", tmp_path / "out", model="none")
+
+
+def test_bad_arguments_are_refused_before_reading(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.jsonl"
+    for options, message in [
+        ({"side": "passage"}, "side must be one of document, query"),
+        ({"dtype": "int8"}, "dtype must be one of float32, float16"),
+        ({"actors": 2}, "they need ray"),
+        ({"task": "retreival"}, "Unknown task 'retreival'"),
+        ({"shard_rows": 0}, "shard_rows must be at least 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            embed_corpus(missing, tmp_path / "out", model=DEMO_MODEL, **options)
+    with pytest.raises(CorpusError, match="no such file or folder"):
+        embed_corpus(missing, tmp_path / "out", model=DEMO_MODEL)
+
+
+def test_without_ray_the_error_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, corpus_file: Path, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
+    with pytest.raises(ImportError, match=r"pip install 'qzhou-plugins\[ray\]'"):
+        embed_corpus(corpus_file, tmp_path / "out", ray=True, **MINI)
+
+
+# -- compact formats and reading back -------------------------------------------------------------------
+
+
+def test_int8_and_binary_exports_record_their_calibration(finished: Path, tmp_path: Path) -> None:
+    vectors = stored(finished)
+    matrix = np.stack(list(vectors.values()))
+    exported = export_quantized(finished, tmp_path / "int8", "int8")
+    ranges = np.asarray(exported["quantization"]["ranges"], dtype=np.float32)
+    np.testing.assert_allclose(ranges, [matrix.min(axis=0), matrix.max(axis=0)])
+    table = pq.read_table(tmp_path / "int8")
+    assert table.schema.field("embedding").type == pa.list_(pa.int8(), 384)
+    assert (
+        json.loads(table.schema.metadata[b"qzhou:quantization"])["ranges"]
+        == exported["quantization"]["ranges"]
+    )
+    codes = np.asarray(table.column("embedding").to_pylist())
+    restored = dequantize(codes, "int8", 384, ranges)
+    original = np.stack([vectors[i] for i in table.column("id").to_pylist()])
+    step = (ranges[1] - ranges[0]) / 255
+    assert np.all(np.abs(restored - original) <= step / 2 + 1e-6)
+    export_quantized(finished, tmp_path / "bits", "binary")
+    binary = pq.read_table(tmp_path / "bits")
+    bits = np.unpackbits(np.asarray(binary.column("embedding").to_pylist(), dtype=np.uint8), axis=1)
+    assert np.array_equal(
+        bits.astype(bool), np.stack([vectors[i] for i in binary.column("id").to_pylist()]) > 0
+    )
+    assert export_quantized(finished, tmp_path / "int8", "int8") == exported  # done already: kept as it is
+    with pytest.raises(OutputError, match="already exists"):
+        export_quantized(finished, tmp_path / "int8", "binary")
+
+
+def test_iter_vectors_streams_batches_with_the_fingerprint(finished: Path, tmp_path: Path) -> None:
+    batches = list(iter_vectors(finished, batch_size=50))
+    assert max(len(batch.ids) for batch in batches) <= 50
+    ids = [i for batch in batches for i in batch.ids]
+    assert sorted(ids) == sorted(stored(finished)) and all(batch.texts for batch in batches)
+    assert all(
+        batch.vectors.dtype == np.float32 and batch.fingerprint["model"] == DEMO_MODEL for batch in batches
+    )
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    with pytest.raises(OutputError, match="the embedding run has not finished"):
+        next(iter_vectors(unfinished))
+
+
+def test_the_command_line(tmp_path: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = add_embed_arguments(argparse.ArgumentParser(prog="embed"))
+    out = tmp_path / "cli"
+    flags = [
+        str(corpus_file),
+        "--out",
+        str(out),
+        "--model",
+        DEMO_MODEL,
+        "--max-length",
+        str(MAX_LENGTH),
+        "--dtype",
+        "float16",
+    ]
+    args = parser.parse_args([*flags, "--export", "int8"])
+    assert embed_from_arguments(args) == 0
+    printed = capsys.readouterr().out
+    assert "Embedded 200 row(s)" in printed and "float16" in printed
+    assert read_manifest(tmp_path / "cli-int8")["quantization"]["precision"] == "int8"
+    assert parser.parse_args([*flags, "--ray"]).ray == "local"
+    assert parser.parse_args([*flags, "--ray=auto", "--actors", "2"]).ray == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*flags, "--actors", "0"])
