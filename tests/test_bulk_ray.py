@@ -39,11 +39,15 @@ ray = pytest.importorskip("ray", reason="Ray Data is the 'ray' extra (part of th
 ROWS = 2000
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session() -> Iterator[None]:
-    """One Ray cluster for the session: 2 CPUs, no dashboard, session files in a short temporary
-    folder (Unix socket paths must stay under 108 characters), token authentication with a token of
-    this session in the environment (nothing is written to ~/.ray)."""
+    """One Ray cluster for the tests that need one: 2 CPUs, no dashboard, session files in a short
+    temporary folder (Unix socket paths must stay under 108 characters), token authentication with
+    a token of this cluster in the environment (nothing is written to ~/.ray).
+
+    Only this module uses Ray, so this starts Ray once per test session; module scope stops it
+    (and its idle workers, gigabytes of memory) as soon as these tests end instead of at the end of
+    the whole suite."""
     folder = tempfile.mkdtemp(prefix="qzray-", dir="/tmp")
     added_token = not any(
         name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
