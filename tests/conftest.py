@@ -8,7 +8,12 @@ QZhou-shaped checkpoints are built with transformers and the real Qwen2.5 vocabu
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,3 +99,26 @@ def stsb_zh_sentences() -> list[str]:
     """Chinese sentences from the Chinese STS-B test split."""
     rows = read_sts(shared_data("stsb-zh") / "sts-test.tsv")
     return [first for first, _, _ in rows]
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One Ray cluster for every test that needs one (bulk embedding, Ray Serve): 2 CPUs as on CI,
+    no dashboard, session files in a short temporary folder (Unix socket paths must stay under 108
+    characters), token authentication with a token of this cluster in the environment (nothing is
+    written to ~/.ray). Started once per test session: Ray's start-up takes seconds."""
+    ray = pytest.importorskip("ray", reason="Ray is the 'ray' extra (part of the test extra)")
+    folder = tempfile.mkdtemp(prefix="qzray-", dir="/tmp")
+    added_token = not any(
+        name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    )
+    if added_token:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=folder, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if added_token:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,26 +1,23 @@
 """Bulk embedding on Ray Data: the same rows and vectors as the in-process job, whatever is killed.
 
-One Ray cluster serves the whole file (``ray_session``, started once: Ray's start-up takes seconds),
-with 2 CPUs as on CI. The 2,000-abstract comparison of the three modes (in-process, one actor, two
-actors) against the Encoder lives here so that its reference vectors are computed once. Abstracts
-are cut to 16 tokens: which id gets which vector, and exactly once, does not depend on their length.
+One Ray cluster serves the whole test session (``ray_session`` in conftest.py, started once: Ray's
+start-up takes seconds), with 2 CPUs as on CI. The 2,000-abstract comparison of the three modes
+(in-process, one actor, two actors) against the Encoder lives here so that its reference vectors
+are computed once. Abstracts are cut to 16 tokens: which id gets which vector, and exactly once,
+does not depend on their length.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,31 +34,6 @@ from test_bulk import MAX_LENGTH, MINI, cosines, snapshot, stored, write_jsonl
 ray = pytest.importorskip("ray", reason="Ray Data is the 'ray' extra (part of the test extra)")
 
 ROWS = 2000
-
-
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    """One Ray cluster for the tests that need one: 2 CPUs, no dashboard, session files in a short
-    temporary folder (Unix socket paths must stay under 108 characters), token authentication with
-    a token of this cluster in the environment (nothing is written to ~/.ray).
-
-    Only this module uses Ray, so this starts Ray once per test session; module scope stops it
-    (and its idle workers, gigabytes of memory) as soon as these tests end instead of at the end of
-    the whole suite."""
-    folder = tempfile.mkdtemp(prefix="qzray-", dir="/tmp")
-    added_token = not any(
-        name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-    )
-    if added_token:
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=folder, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if added_token:
-            os.environ.pop("RAY_AUTH_TOKEN", None)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
