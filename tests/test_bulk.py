@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import REPO
 from qzhou_plugins import DEMO_MODEL, Encoder, Task
 from qzhou_plugins.bulk import (
     MANIFEST_NAME,
@@ -36,8 +37,11 @@ from qzhou_plugins.bulk import (
     iter_vectors,
     read_manifest,
 )
+from qzhou_plugins.bulk.corpus import open_source
 from qzhou_plugins.bulk.options import add_embed_arguments, embed_from_arguments
 from qzhou_plugins.bulk.output import FINGERPRINT_KEY, Output
+from qzhou_plugins.cli import main as cli_main
+from qzhou_plugins.documents import join_text_fields
 from qzhou_plugins.evaluation import load_beir
 
 MAX_LENGTH = 16
@@ -105,7 +109,7 @@ def reference(corpus_rows: list[dict[str, str]], scifact_dir: Path) -> dict[str,
 
 
 def test_the_output_is_plain_parquet_with_the_fingerprint_and_a_manifest(
-    finished: Path, reference: dict[str, np.ndarray], scifact_dir: Path
+    finished: Path, reference: dict[str, np.ndarray]
 ) -> None:
     vectors = stored(finished)
     assert vectors.keys() == reference.keys()  # every corpus id, once
@@ -124,9 +128,20 @@ def test_the_output_is_plain_parquet_with_the_fingerprint_and_a_manifest(
     manifest = read_manifest(finished)
     assert manifest["rows"] == 200 and manifest["fingerprint"] == fingerprint
     assert [shard["rows"] for shard in manifest["shards"]] == [64, 64, 64, 8]
-    texts = dict(zip(*pq.read_table(finished, columns=["id", "text"]).to_pydict().values(), strict=True))
-    beir = load_beir(scifact_dir).corpus
-    assert texts == {i: beir[i] for i in texts}  # title, a space, text: as the evaluation reads it
+
+
+@pytest.mark.parametrize(
+    ("fields", "text"),
+    [
+        (["Tea", "is a drink."], "Tea is a drink."),  # title, a space, text
+        (["is a drink."], "is a drink."),  # no title field: the text alone
+        (["", " Water "], "Water"),  # an empty title adds no leading space
+        ([" ", ""], ""),  # nothing: the callers refuse or set it aside
+    ],
+)
+def test_title_and_text_are_joined_one_way(fields: list[str], text: str) -> None:
+    """The one join that the bulk sources and ``eval retrieval``'s BEIR reader both call."""
+    assert join_text_fields(fields) == text
 
 
 def test_float16_halves_the_storage_and_keeps_the_vectors(
@@ -403,3 +418,130 @@ def test_the_command_line(tmp_path: Path, corpus_file: Path, capsys: pytest.Capt
     assert parser.parse_args([*flags, "--ray=auto", "--actors", "2"]).ray == "auto"
     with pytest.raises(SystemExit):
         parser.parse_args([*flags, "--actors", "0"])
+
+
+# -- a folder of documents: chunked as `index` chunks them, with the ids it stores -------------------
+
+DOCUMENTS = REPO / "examples" / "documents"
+CHUNKING = ["--chunk-size", "400", "--chunk-overlap", "40"]
+"""Smaller chunks than the default, so that files give several and the flags are seen to reach both."""
+
+
+@pytest.fixture(scope="module")
+def indexed_documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, np.ndarray]]:
+    """id -> (text, vector) of the example documents as ``qzhou-plugins index`` stores them in Chroma."""
+    chromadb = pytest.importorskip("chromadb")
+    database = tmp_path_factory.mktemp("index") / "db"
+    flags = ["-c", "notes", "--db", str(database), "--model", DEMO_MODEL, "--max-length", str(MAX_LENGTH)]
+    assert cli_main(["index", str(DOCUMENTS), *flags, *CHUNKING]) == 0
+    stored = chromadb.PersistentClient(path=str(database)).get_collection("notes")
+    found = stored.get(include=["documents", "embeddings"])
+    return {
+        ident: (text, np.asarray(vector, dtype=np.float32))
+        for ident, text, vector in zip(found["ids"], found["documents"], found["embeddings"], strict=True)
+    }
+
+
+def test_documents_get_the_chunks_and_ids_that_index_stores(
+    tmp_path: Path, indexed_documents: dict[str, tuple[str, np.ndarray]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`embed` of a folder and `index` of it agree chunk for chunk: same ids, texts and vectors, so
+    that loading the output into Chroma gives the collection `index` would have built."""
+    out = tmp_path / "out"
+    flags = ["--out", str(out), "--model", DEMO_MODEL, "--max-length", str(MAX_LENGTH), "--with-text"]
+    assert cli_main(["embed", str(DOCUMENTS), *flags, *CHUNKING]) == 0
+    assert f"Embedded {len(indexed_documents)} row(s)" in capsys.readouterr().out
+    table = pq.read_table(out).to_pydict()
+    assert sorted(table["id"]) == sorted(indexed_documents)  # every chunk, once, under index's id
+    assert len(indexed_documents) > len(list(DOCUMENTS.iterdir()))  # several chunks per file
+    assert {i: t for i, t in zip(table["id"], table["text"], strict=True)} == {
+        i: text for i, (text, _) in indexed_documents.items()
+    }
+    vectors = cosines(stored(out), {i: vector for i, (_, vector) in indexed_documents.items()})
+    assert vectors.min() >= 0.9999
+    source = read_manifest(out)["source"]
+    assert (source["kind"], source["chunk_size"], source["chunk_overlap"]) == ("documents", 400, 40)
+    assert embed_corpus(DOCUMENTS, out, chunk_size=400, chunk_overlap=40, text_column=True, **MINI).added == 0
+    with pytest.raises(OutputError, match="not in"):  # other chunks are another corpus, never mixed in
+        embed_corpus(DOCUMENTS, out, text_column=True, **MINI)
+
+
+def test_documents_on_ray_give_the_same_chunks(
+    tmp_path: Path, indexed_documents: dict[str, tuple[str, np.ndarray]], ray_session: None
+) -> None:
+    """Ray's read tasks chunk the files themselves, with the source names the driver gave them."""
+    out = tmp_path / "ray"
+    embed_corpus(DOCUMENTS, out, chunk_size=400, chunk_overlap=40, ray=True, **MINI)
+    vectors = stored(out)
+    assert vectors.keys() == indexed_documents.keys()
+    assert cosines(vectors, {i: vector for i, (_, vector) in indexed_documents.items()}).min() >= 0.9999
+
+
+def test_a_folder_of_one_kind_or_a_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Parquet folders and document folders are told apart; what cannot be told apart is refused."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    pq.write_table(pa.table({"_id": ["a"], "title": ["T"], "text": ["x"]}), mixed / "rows.parquet")
+    assert open_source(mixed).kind == "parquet"
+    (mixed / "notes.md").write_text("# Notes\n\nSome text.\n", "utf-8")
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    write_jsonl(beir / "corpus.jsonl", [GOOD])
+    write_jsonl(beir / "queries.jsonl", [{"_id": "q", "text": "a question"}])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "data.txt").write_bytes(b"\x00\x01")
+    for folder, message in [
+        (mixed, r"mixed: holds both \.parquet files \(1\) and documents \(1 .*ambiguous"),
+        (beir, r"beir: a BEIR folder .*give its corpus: .*beir/corpus\.jsonl"),
+        (tmp_path / "empty", r"empty: no \.parquet files or documents \(\.txt, \.md, \.jsonl\)"),
+        (tmp_path / "binary", r"binary: the corpus is empty"),
+    ]:
+        with pytest.raises(CorpusError, match=message):
+            embed_corpus(folder, tmp_path / "out", model=str(tmp_path / "no-such-model"))
+    assert "data.txt: skipped, a binary file" in caplog.text
+    assert open_source(beir / "corpus.jsonl").kind == "jsonl"
+    assert open_source(mixed / "notes.md").kind == "documents"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "fine"}\n{"text": "tea", "year": NaN}\n', r"d\.jsonl:2: field 'year' is NaN"),
+        ('{"text": "fine"}\n{"title": "no text"}\n', r"d\.jsonl:2: the 'text' field is missing"),
+        ('{"text": "tea \\ud800"}\n', r"d\.jsonl:1: the 'text' field holds a lone surrogate"),
+        ("not json\n", r"d\.jsonl:1: not valid JSON"),
+    ],
+)
+def test_bad_documents_are_named_before_any_model_work(tmp_path: Path, content: str, message: str) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "d.jsonl").write_text(content, "utf-8")
+    with pytest.raises(CorpusError, match=message):
+        embed_corpus(folder, tmp_path / "out", model=str(tmp_path / "no-such-model"))
+    (folder / "d.jsonl").unlink()
+    (folder / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(CorpusError, match=r"latin1\.txt is not UTF-8 text .*at byte 3, line 1"):
+        embed_corpus(folder, tmp_path / "out", model=str(tmp_path / "no-such-model"))
+
+
+def test_options_of_the_other_kind_of_source_are_refused(tmp_path: Path, corpus_file: Path) -> None:
+    for options, message in [
+        ({"chunk_size": 0}, "chunk_size must be at least 1"),
+        ({"chunk_overlap": 1000}, r"chunk_overlap \(1000\) must be less than chunk_size \(1000\)"),
+        ({"chunk_overlap": -1}, "chunk_overlap must be at least 0"),
+        ({"text_fields": ["text"]}, "documents have no id or text fields"),
+        ({"id_field": "path"}, "documents have no id or text fields"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            embed_corpus(DOCUMENTS, tmp_path / "out", model="none", **options)
+    with pytest.raises(ValueError, match="chunk_size and chunk_overlap cut documents"):
+        embed_corpus(corpus_file, tmp_path / "out", model="none", chunk_size=500)
+    parser = add_embed_arguments(argparse.ArgumentParser(prog="embed"))
+    flags = [str(DOCUMENTS), "--out", "o", "--model", "m"]
+    assert (parser.parse_args(flags).chunk_size, parser.parse_args(flags).chunk_overlap) == (None, None)
+    for bad in (["--chunk-size", "0"], ["--chunk-overlap", "-1"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args([*flags, *bad])
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,17 @@ def has_content(text: str) -> bool:
     return any(unicodedata.category(character) not in _INVISIBLE_CATEGORIES for character in text)
 
 
+def find_lone_surrogate(text: str) -> int | None:
+    """Where the first lone surrogate of ``text`` is (None: there is none).
+
+    A lone surrogate (from a JSON escape such as ``"\\ud800"`` or a ``surrogateescape`` decode) is
+    a ``str`` that cannot be encoded as UTF-8: tokenizers, Chroma and parquet all fail on it deep
+    inside, with no position. Every edge asks here, and names the place in its own words.
+    """
+    found = _SURROGATE.search(text)
+    return None if found is None else found.start()
+
+
 def as_list(items: Any, *, what: str, kind: str = "strings") -> list[Any]:
     """``items`` as a list, refusing what would be silently misread as one.
 
@@ -76,10 +87,11 @@ def validate_texts(texts: Any, *, what: str = "texts") -> list[str]:
     blank = [i for i, t in enumerate(items) if not t.strip()]
     if blank:
         raise ValueError(f"{what} must not be empty or whitespace-only: position(s) {positions(blank)}")
-    broken = [i for i, t in enumerate(items) if _SURROGATE.search(t)]
+    broken = [i for i, t in enumerate(items) if find_lone_surrogate(t) is not None]
     if broken:
         first = items[broken[0]]
-        at = _SURROGATE.search(first).start()  # type: ignore[union-attr]
+        at = find_lone_surrogate(first)
+        assert at is not None
         raise ValueError(
             f"{what} must be valid Unicode: position(s) {positions(broken)} hold a lone surrogate "
             f"(the first, {first[at]!r}, at character {at} of position {broken[0]}); decode the source "

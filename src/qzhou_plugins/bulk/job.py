@@ -23,6 +23,7 @@ from ..config import EncoderConfig
 from ..encoder import Encoder, wants_progress
 from ..instructions import TaskLike, resolve_task
 from ..validation import check_count
+from .corpus import Corpus, open_source, scan_corpus
 from .formats import STORAGE_DTYPES
 from .local import embed_in_process
 from .output import (
@@ -37,7 +38,7 @@ from .output import (
     refuse_mismatch,
 )
 from .progress import Progress, first_warnings_only
-from .sources import Corpus, Source, open_source, scan_corpus
+from .sources import Source
 
 DEFAULT_SHARD_ROWS = 4096
 """Rows per shard: a killed run loses at most this much work; 1M rows make about 250 files."""
@@ -89,6 +90,8 @@ def embed_corpus(
     task: TaskLike = None,
     id_field: str = "_id",
     text_fields: Sequence[str] = ("title", "text"),
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
     ray: bool | str | None = None,
     actors: int = 1,
     gpus_per_actor: float | None = None,
@@ -99,6 +102,11 @@ def embed_corpus(
     **encoder_options: Any,
 ) -> BulkResult:
     """Embed every row of ``source`` into parquet shards under ``out``; rerun to resume.
+
+    ``source`` is a JSON-lines corpus, a parquet file or folder (rows named by ``id_field``, text
+    from ``text_fields``), or documents (a ``.txt``/``.md`` file or a folder of documents) cut into
+    chunks of ``chunk_size`` characters (default: as ``index`` cuts them), each chunk under the id
+    ``index`` stores it with.
 
     ``side`` and ``task`` choose the prefix, as :meth:`Encoder.prefixes` decides it (retrieval
     documents get none; queries get the task's instruction). ``ray``: None or False runs in this
@@ -111,7 +119,13 @@ def embed_corpus(
     config = _checked_config(
         model, side, task, ray, actors, gpus_per_actor, dtype, shard_rows, encoder_options
     )
-    corpus_source = open_source(source, id_field=id_field, text_fields=text_fields)
+    corpus_source = open_source(
+        source,
+        id_field=id_field,
+        text_fields=text_fields,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+    )
     corpus = scan_corpus(corpus_source)
     settings = {"side": side, "task": task, "dtype": dtype, "text_column": text_column}
     pool = None

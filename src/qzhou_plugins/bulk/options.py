@@ -13,22 +13,26 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..documents import CHUNK_OVERLAP, CHUNK_SIZE
 from .formats import EXPORT_PRECISIONS, STORAGE_DTYPES, export_quantized
 from .job import DEFAULT_SHARD_ROWS, SIDES, BulkResult, embed_corpus
 
 LOCAL_ADDRESS = "local"
 
 
-def _positive(kind: type) -> Any:
-    """An argparse type: a number of ``kind`` above zero (``--actors 0`` is a usage error)."""
+def _positive(kind: type, *, zero: bool = False) -> Any:
+    """An argparse type: a number of ``kind`` above zero, or from zero with ``zero`` (``--actors 0``
+    and ``--chunk-overlap -1`` are usage errors)."""
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+        if not (value >= 0 if zero else value > 0) or (isinstance(value, float) and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(
+                f"must be {'zero or more' if zero else 'a positive number'}, not {text}"
+            )
         return value
 
     return parse
@@ -43,7 +47,11 @@ def _field_names(text: str) -> list[str]:
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``embed`` flags to ``parser`` (a subcommand's parser); returns it."""
-    parser.add_argument("source", metavar="SOURCE", help="a JSON-lines corpus, or a parquet file or folder")
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a JSON-lines corpus, a parquet file or folder, or documents (a .txt/.md file or a folder)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder (rerun to resume)")
     parser.add_argument("--model", required=True, help="hub id or local folder of the model")
     parser.add_argument("--side", choices=SIDES, default="document", help="which side's prefix to use")
@@ -54,6 +62,16 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         type=_field_names,
         default=["title", "text"],
         help="fields joined with a space into the text (default: title,text)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=_positive(int),
+        help=f"documents: characters per chunk, as index cuts them (default: {CHUNK_SIZE})",
+    )
+    parser.add_argument(
+        "--chunk-overlap",
+        type=_positive(int, zero=True),
+        help=f"documents: characters shared by neighbouring chunks (default: {CHUNK_OVERLAP})",
     )
     parser.add_argument(
         "--ray",
@@ -99,6 +117,8 @@ def embed_from_arguments(args: argparse.Namespace) -> int:
         task=args.task,
         id_field=args.id_field,
         text_fields=args.text_fields,
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
         ray=None if args.ray is None else (True if args.ray == LOCAL_ADDRESS else args.ray),
         actors=args.actors,
         gpus_per_actor=args.gpus_per_actor,

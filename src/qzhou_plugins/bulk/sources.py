@@ -1,14 +1,12 @@
-"""Where a bulk job's rows come from: a BEIR-style JSON-lines corpus or a parquet file or folder.
+"""Where a bulk job's rows come from: the source protocol, and the record sources (JSON lines, parquet).
 
 Every source yields rows of (id, text) in batches, read as it goes (a corpus never has to fit in
-memory), and can describe itself as a Ray Data dataset of the same rows. The text of a row is its
-text fields joined with a space and stripped: with the default fields (``title``, ``text``) that is
-how BEIR and MTEB embed a corpus, and how ``qzhou-plugins eval retrieval`` reads one, so vectors
-made here are the ones an evaluation would make.
-
-:func:`scan_corpus` reads the whole source once before any model is loaded: a line that is not
-JSON, a missing or duplicated id, a missing text field or a text with nothing to embed is an error
-naming its file and line (or row) and its id, rather than a failure an hour into a GPU job.
+memory), and can describe itself as a Ray Data dataset of the same rows. In a record source (a
+BEIR-style ``corpus.jsonl``, a parquet file or folder) the text of a row is its text fields joined
+by :func:`qzhou_plugins.documents.join_text_fields`: with the default fields (``title``, ``text``)
+that is how BEIR and MTEB embed a corpus, and how ``qzhou-plugins eval retrieval`` reads one, so
+vectors made here are the ones an evaluation would make. A folder of documents is the other kind of
+source (:mod:`.documents_source`); :mod:`.corpus` tells which a path is and checks it all.
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from ..documents import join_text_fields
 from ..jsonlines import JSONLinesError, read_json_objects
-from ..validation import validate_texts
-from .ids import IdHashes, hash_ids, is_in
+from .ids import hash_ids, is_in
 
 SCAN_ROWS = 4096
 """Rows read and checked at a time."""
@@ -56,7 +54,7 @@ def row_id(value: Any, place: str, id_field: str) -> str:
     return text
 
 
-def join_text_fields(values: Sequence[Any], fields: Sequence[str], place: str, row: str) -> str:
+def row_text(values: Sequence[Any], fields: Sequence[str], place: str, row: str) -> str:
     """The text of a row: its text fields joined with a space, stripped (title, a space, text).
 
     A field that is absent or null is an error rather than an empty string: a corpus whose ``text``
@@ -71,7 +69,7 @@ def join_text_fields(values: Sequence[Any], fields: Sequence[str], place: str, r
                 f"{place}: the text field {name!r} of id {row!r} must be a string, not {type(value).__name__}"
             )
         parts.append(value)
-    return " ".join(parts).strip()
+    return join_text_fields(parts)
 
 
 class Source:
@@ -79,14 +77,8 @@ class Source:
 
     kind = ""
 
-    def __init__(self, path: Path, id_field: str, text_fields: Sequence[str]) -> None:
-        if not text_fields or any(not name for name in text_fields):
-            raise ValueError(f"text fields must be one or more field names, not {list(text_fields)!r}")
-        if not id_field:
-            raise ValueError("the id field must be a field name")
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.id_field = id_field
-        self.text_fields = tuple(text_fields)
 
     def batches(self, size: int = SCAN_ROWS) -> Iterator[Rows]:
         """The rows in batches of up to ``size``, in file order."""
@@ -94,19 +86,30 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the source."""
-        return {
-            "kind": self.kind,
-            "path": str(self.path.resolve()),
-            "id_field": self.id_field,
-            "text_fields": list(self.text_fields),
-        }
+        return {"kind": self.kind, "path": str(self.path.resolve())}
 
     def ray_dataset(self, ray_data: Any, done: np.ndarray) -> Any:
         """A Ray Data dataset of the rows (columns ``id``, ``text``) whose id hash is not in ``done``."""
         raise NotImplementedError
 
 
-class JsonLinesSource(Source):
+class RecordSource(Source):
+    """A corpus of records, each with an id field and text fields (JSON lines or parquet)."""
+
+    def __init__(self, path: Path, id_field: str, text_fields: Sequence[str]) -> None:
+        if not text_fields or any(not name for name in text_fields):
+            raise ValueError(f"text fields must be one or more field names, not {list(text_fields)!r}")
+        if not id_field:
+            raise ValueError("the id field must be a field name")
+        super().__init__(path)
+        self.id_field = id_field
+        self.text_fields = tuple(text_fields)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "id_field": self.id_field, "text_fields": list(self.text_fields)}
+
+
+class JsonLinesSource(RecordSource):
     """A BEIR-style ``corpus.jsonl``: one JSON object per line with an id and text fields."""
 
     kind = "jsonl"
@@ -119,7 +122,7 @@ class JsonLinesSource(Source):
                 ident = row_id(record.get(self.id_field), place, self.id_field)
                 values = [record.get(name) for name in self.text_fields]
                 rows.ids.append(ident)
-                rows.texts.append(join_text_fields(values, self.text_fields, place, ident))
+                rows.texts.append(row_text(values, self.text_fields, place, ident))
                 rows.places.append(place)
                 if len(rows) >= size:
                     yield rows
@@ -138,7 +141,17 @@ class JsonLinesSource(Source):
         )
 
 
-class ParquetSource(Source):
+def parquet_files(folder: Path) -> list[Path]:
+    """The ``.parquet`` files under ``folder``, sorted; hidden and ``_``-prefixed ones (Spark's
+    ``_SUCCESS``, temporary files) left out, as Arrow's dataset reader leaves them out."""
+    return sorted(
+        file
+        for file in folder.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in file.relative_to(folder).parts)
+    )
+
+
+class ParquetSource(RecordSource):
     """A parquet file, or a folder of them, with an id column and text columns."""
 
     kind = "parquet"
@@ -147,15 +160,7 @@ class ParquetSource(Source):
         super().__init__(path, id_field, text_fields)
         import pyarrow.parquet as pq
 
-        self.files = (
-            [path]
-            if path.is_file()
-            else sorted(
-                file
-                for file in path.rglob("*.parquet")
-                if not any(part.startswith((".", "_")) for part in file.relative_to(path).parts)
-            )
-        )
+        self.files = [path] if path.is_file() else parquet_files(path)
         if not self.files:
             raise CorpusError(f"{path}: no .parquet files in this folder")
         for file in self.files:
@@ -183,7 +188,7 @@ class ParquetSource(Source):
                     place = f"{file} row {number}"
                     ident = row_id(values[0], place, self.id_field)
                     rows.ids.append(ident)
-                    rows.texts.append(join_text_fields(values[1:], self.text_fields, place, ident))
+                    rows.texts.append(row_text(values[1:], self.text_fields, place, ident))
                     rows.places.append(place)
                 yield rows
 
@@ -196,79 +201,6 @@ class ParquetSource(Source):
             batch_format="numpy",
             fn_kwargs={"id_field": self.id_field, "text_fields": self.text_fields, "done": done},
         )
-
-
-def open_source(
-    path: str | Path, *, id_field: str = "_id", text_fields: Sequence[str] = ("title", "text")
-) -> Source:
-    """The source for ``path``: a ``.jsonl`` file, or a parquet file or folder of parquet files."""
-    source = Path(path)
-    if isinstance(text_fields, str):
-        raise TypeError("text_fields must be a list of field names, not a single string")
-    if source.is_file() and source.suffix.lower() in (".jsonl", ".json"):
-        return JsonLinesSource(source, id_field, text_fields)
-    if (source.is_file() and source.suffix.lower() == ".parquet") or source.is_dir():
-        return ParquetSource(source, id_field, text_fields)
-    if not source.exists():
-        raise CorpusError(f"{source}: no such file or folder")
-    raise CorpusError(f"{source}: expected a .jsonl corpus, a .parquet file or a folder of parquet files")
-
-
-# -- the check before any model work ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """What the scan learned: how many rows, and the sorted hashes of their ids."""
-
-    rows: int
-    ids: np.ndarray
-
-
-def scan_corpus(source: Source) -> Corpus:
-    """Read the whole source once and refuse it, naming the row, if any row cannot be embedded."""
-    hashes = IdHashes()
-    rows = 0
-    for batch in source.batches():
-        _check_texts(batch)
-        hashes.add(hash_ids(batch.ids))
-        rows += len(batch)
-    if rows == 0:
-        raise CorpusError(f"{source.path}: the corpus is empty (no rows to embed)")
-    repeated = hashes.repeated()
-    if len(repeated):
-        _name_duplicate(source, repeated)
-    return Corpus(rows=rows, ids=hashes.sorted)
-
-
-def _check_texts(batch: Rows) -> None:
-    """The core's text validation, its error turned into one naming the row and its id."""
-    try:
-        validate_texts(batch.texts, what="texts")
-    except (TypeError, ValueError):
-        for ident, text, place in zip(batch.ids, batch.texts, batch.places, strict=True):
-            try:
-                validate_texts([text], what="text")
-            except (TypeError, ValueError) as error:
-                raise CorpusError(f"{place}: id {ident!r} has nothing to embed ({error})") from None
-        raise
-
-
-def _name_duplicate(source: Source, repeated: np.ndarray) -> None:
-    """A second pass to name the first repeated id and both of its places (errors only)."""
-    first_place: dict[str, str] = {}
-    for batch in source.batches():
-        suspects = is_in(hash_ids(batch.ids), repeated)
-        for ident, place, suspect in zip(batch.ids, batch.places, suspects, strict=True):
-            if not suspect:
-                continue
-            if ident in first_place:
-                raise CorpusError(f"{place}: duplicate id {ident!r} (first at {first_place[ident]})")
-            first_place[ident] = place
-    raise RuntimeError(  # distinct ids with one 64-bit hash: vanishingly rare, never silently mixed
-        f"two different ids of {source.path} share a 64-bit hash ({sorted(first_place)[:4]}); "
-        "rename one of them"
-    )
 
 
 # -- Ray Data's side: the same rows, parsed in read tasks ---------------------------------------------
@@ -288,8 +220,8 @@ def parse_json_lines(
         record = json.loads(line)
         ident = row_id(record.get(id_field), "row", id_field)
         ids.append(ident)
-        texts.append(join_text_fields([record.get(name) for name in text_fields], text_fields, "row", ident))
-    return _not_done(ids, texts, done)
+        texts.append(row_text([record.get(name) for name in text_fields], text_fields, "row", ident))
+    return without_done(ids, texts, done)
 
 
 def join_columns(
@@ -298,10 +230,10 @@ def join_columns(
     """Rows of parquet columns read by Ray Data, minus ``done``."""
     ids = [row_id(_plain(value), "row", id_field) for value in batch[id_field]]
     texts = [
-        join_text_fields([_plain(batch[name][i]) for name in text_fields], text_fields, "row", ident)
+        row_text([_plain(batch[name][i]) for name in text_fields], text_fields, "row", ident)
         for i, ident in enumerate(ids)
     ]
-    return _not_done(ids, texts, done)
+    return without_done(ids, texts, done)
 
 
 def _plain(value: Any) -> Any:
@@ -309,7 +241,8 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _not_done(ids: list[str], texts: list[str], done: np.ndarray) -> dict[str, np.ndarray]:
+def without_done(ids: list[str], texts: list[str], done: np.ndarray) -> dict[str, np.ndarray]:
+    """A Ray Data batch (columns ``id``, ``text``) of the rows whose id hash is not in ``done``."""
     keep = ~is_in(hash_ids(ids), done)
     return {
         "id": np.asarray(ids, dtype=object)[keep],

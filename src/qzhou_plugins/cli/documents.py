@@ -1,241 +1,34 @@
-"""The documents ``index`` reads: finding the files, reading them as text, cutting them into chunks.
+"""The CLI's side of reading documents: a wrong path is a usage error (exit code 2).
 
-What a user hands to an indexer is rarely clean: a folder holds a binary file with a ``.txt`` name, a
-JSON-lines export carries ``NaN`` (which Python's json module parses) or a 20-digit id. Each such
-problem is caught here, before a model is loaded or anything is written, and named by its file and
-line: a binary file is skipped with a warning (as grep and git treat one), anything else in a file
-the user gave is an error, since indexing it would silently lose or change what they gave.
+The reading and chunking themselves are :mod:`qzhou_plugins.documents`, shared with the bulk job's
+documents source; what stays here is the one thing the command line adds, that a path which does not
+lead to documents is found before any work starts and reported as a usage error. The names the
+``qzhou_plugins.cli`` package has always offered are re-exported from here.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from tqdm.auto import tqdm
-
-from ..jsonlines import json_objects_in_text
-from ..validation import has_content
+from .. import documents
+from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, SUPPORTED_SUFFIXES, Chunk, read_chunks, source_name
 from .errors import DocumentError, UsageError
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl")
-CHUNK_SIZE = 1000
-"""Characters per chunk: about 200-250 tokens of English, under the 256-token limit of the demo model
-and a good retrieval grain for QZhou too."""
-CHUNK_OVERLAP = 100
-
-Metadata = dict[str, str | int | float | bool]
-
-_OUR_KEYS = ("source", "line", "chunk")
-_RESERVED_PREFIX = "chroma:"
-"""Chroma reserves metadata keys starting with this (``chroma:document``)."""
-_INT64 = (-(2**63), 2**63 - 1)
-"""The integers Chroma stores as integers; a larger one would become a float that no filter finds."""
-
-
-class BinaryDocumentError(DocumentError):
-    """The file is not text (it holds NUL bytes): ``index`` skips it with a warning."""
-
-
-@dataclass(frozen=True)
-class Chunk:
-    text: str
-    metadata: Metadata
-
-
-@dataclass
-class Documents:
-    """What reading the files gave: the chunks, and the files that gave none (and why)."""
-
-    chunks: list[Chunk] = field(default_factory=list)
-    empty: list[Path] = field(default_factory=list)
-    """Files with no visible text."""
-    binary: list[tuple[Path, str]] = field(default_factory=list)
-    """Files skipped as binary, each with the reason to print."""
+__all__ = [
+    "CHUNK_OVERLAP",
+    "CHUNK_SIZE",
+    "SUPPORTED_SUFFIXES",
+    "Chunk",
+    "find_files",
+    "read_chunks",
+    "source_name",
+]
 
 
 def find_files(paths: Sequence[str]) -> list[Path]:
-    """The files to index: each file given, and the supported files under each folder (sorted).
-
-    Hidden files and folders (``.git``, ``.venv``) are skipped when walking; a missing path, a path
-    that is neither a file nor a folder (a FIFO, a device) or a file of an unsupported kind named
-    explicitly is a usage error.
-    """
-    files: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_file():
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                raise UsageError(
-                    f"{given}: unsupported file type (index reads {', '.join(SUPPORTED_SUFFIXES)})"
-                )
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(
-                candidate
-                for candidate in path.rglob("*")
-                if candidate.is_file()
-                and candidate.suffix.lower() in SUPPORTED_SUFFIXES
-                and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
-            )
-            if not found:
-                raise UsageError(f"{given}: no {', '.join(SUPPORTED_SUFFIXES)} files in this folder")
-            files.extend(found)
-        elif path.exists():
-            raise UsageError(f"{given}: not a regular file or a folder")
-        else:
-            raise UsageError(f"{given}: no such file or folder")
-    unique: dict[Path, Path] = {}
-    for file in files:
-        unique.setdefault(file.resolve(), file)
-    return list(unique.values())
-
-
-def read_documents(files: Sequence[Path], chunk_size: int, chunk_overlap: int) -> Documents:
-    """The chunks of every file, binary files set aside; any other problem stops the reading."""
-    documents = Documents()
-    for file in tqdm(files, desc="Reading", unit="file", disable=len(files) < 10):
-        try:
-            found = read_chunks(file, chunk_size, chunk_overlap)
-        except BinaryDocumentError as error:
-            documents.binary.append((file, str(error)))
-            continue
-        if not found:
-            documents.empty.append(file)
-        documents.chunks.extend(found)
-    return documents
-
-
-def read_chunks(file: Path, chunk_size: int, chunk_overlap: int) -> list[Chunk]:
-    """The chunks of one file, each with its source path and chunk number in the metadata.
-
-    ``.md`` files are split on Markdown structure first (headings, then paragraphs), ``.txt`` on
-    paragraphs, then lines, then words: LangChain's recursive splitter, the common choice. In a
-    ``.jsonl`` file every line is a JSON object with a ``text`` field; its other fields become
-    metadata (``line`` records where it came from). Chunks with no visible character are dropped:
-    they would all get the vector of an empty text.
-    """
-    from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
-
-    if file.suffix.lower() == ".md":
-        splitter = RecursiveCharacterTextSplitter.from_language(
-            Language.MARKDOWN, chunk_size=chunk_size, chunk_overlap=chunk_overlap
-        )
-    else:
-        splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    source = source_name(file)
-    content = read_text(file)
-    if file.suffix.lower() != ".jsonl":
-        return [
-            Chunk(text, {"source": source, "chunk": number})
-            for number, text in enumerate(splitter.split_text(content))
-            if has_content(text)
-        ]
-    chunks: list[Chunk] = []
-    expected = "a JSON object with a 'text' field"
-    for line_number, record in json_objects_in_text(content, file, expected=expected):
-        where = f"{file}:{line_number}"
-        text = record.pop("text", None)
-        if not isinstance(text, str) or not has_content(text):
-            raise DocumentError(f"{where}: the 'text' field is missing or has no visible text")
-        _check_unicode(text, where, "the 'text' field")
-        fields = metadata_fields(record, where)
-        for number, piece in enumerate(splitter.split_text(text)):
-            if has_content(piece):
-                chunks.append(
-                    Chunk(piece, {**fields, "source": source, "line": line_number, "chunk": number})
-                )
-    return chunks
-
-
-def read_text(file: Path) -> str:
-    """The file's text, UTF-8 (a byte-order mark is allowed); every failure names the file as given."""
+    """:func:`qzhou_plugins.documents.find_files`, a path that leads to no documents a usage error."""
     try:
-        data = file.read_bytes()
-    except OSError as error:
-        raise DocumentError(f"{file}: cannot be read ({error.strerror or error})") from None
-    if b"\0" in data:
-        raise BinaryDocumentError(
-            f"{file}: skipped, a binary file (it holds NUL bytes; UTF-16 text must be converted to UTF-8)"
-        )
-    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return data[bom:].decode("utf-8")
-    except UnicodeDecodeError as error:
-        at = bom + error.start
-        line = data.count(b"\n", 0, at) + 1
-        raise DocumentError(f"{file} is not UTF-8 text ({error.reason} at byte {at}, line {line})") from None
-
-
-def source_name(file: Path) -> str:
-    """The path recorded as a chunk's source: relative to the working directory when under it.
-
-    Chunk ids hash the text with its metadata, so the same file given as ``docs/a.md`` or as
-    ``/home/me/docs/a.md`` must record the same source for a rerun to add nothing twice.
-    """
-    resolved = file.resolve()
-    try:
-        return resolved.relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return resolved.as_posix()
-
-
-def metadata_fields(record: dict[str, Any], where: str) -> Metadata:
-    """A record's fields as Chroma metadata: scalars as they are, anything else as JSON text.
-
-    A field named like one of ours (``source``, ``line``, ``chunk``) or like Chroma's reserved keys
-    is kept as ``record_<name>``. A value Chroma would change (NaN and infinities are stored as
-    nothing, integers beyond 64 bits as floats) is refused, naming ``where`` and the field.
-    """
-    fields: Metadata = {}
-    for key, value in record.items():
-        if not key.strip():
-            raise DocumentError(f"{where}: a field has an empty name ({key!r}); Chroma needs a name")
-        _check_unicode(key, where, f"the field name {key!r}")
-        _check_value(value, where, key)
-        reserved = key in _OUR_KEYS or key.startswith(_RESERVED_PREFIX)
-        name = f"record_{key}" if reserved else key
-        if isinstance(value, (str, int, float, bool)):
-            fields[name] = value
-        else:
-            fields[name] = json.dumps(value, ensure_ascii=False)
-    return fields
-
-
-def _check_value(value: Any, where: str, key: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise DocumentError(
-            f"{where}: field {key!r} is {json.dumps(value)}, not a number Chroma can store (it would be "
-            "dropped); give a finite number, or quote it to keep it as text"
-        )
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
-        raise DocumentError(
-            f"{where}: field {key!r} is {value}, beyond the 64-bit integers Chroma stores (it would "
-            "become a float that no filter finds); quote it to keep it as text"
-        )
-    if isinstance(value, (list, dict)):
-        try:
-            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except ValueError:
-            raise DocumentError(
-                f"{where}: field {key!r} holds NaN or Infinity, which JSON text cannot carry"
-            ) from None
-        _check_unicode(text, where, f"field {key!r}")
-    elif isinstance(value, str):
-        _check_unicode(value, where, f"field {key!r}")
-
-
-def _check_unicode(text: str, where: str, what: str) -> None:
-    """Refuse a lone surrogate (a JSON escape such as ``\\ud800``): it cannot be stored as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise DocumentError(
-            f"{where}: {what} holds a lone surrogate {text[error.start]!r} at character {error.start} "
-            "(not valid Unicode)"
-        ) from None
+        return documents.find_files(paths)
+    except DocumentError as error:
+        raise UsageError(str(error)) from None

@@ -18,7 +18,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     embed = commands.add_parser(
         "embed",
         parents=[common],
-        help="embed a corpus (JSON lines or parquet) into parquet vectors, resumably",
+        help="embed a corpus (JSON lines, parquet or documents) into parquet vectors, resumably",
         description="Embed every row of a corpus and write the vectors as parquet shards with a "
         "manifest; a rerun resumes (docs/bulk.md).",
     )

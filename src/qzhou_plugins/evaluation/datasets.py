@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..documents import join_text_fields
 from ..jsonlines import JSONLinesError, read_json_objects
 
 logger = logging.getLogger("qzhou_plugins")
@@ -99,7 +100,7 @@ def _read_corpus(path: Path) -> tuple[dict[str, str], list[str]]:
         doc_id = _record_id(record, path, line_number)
         if doc_id in corpus or doc_id in blank:
             raise EvaluationDataError(f"{path}:{line_number}: duplicate document id {doc_id!r}")
-        text = f"{_text_field(record, 'title')} {_text_field(record, 'text')}".strip()
+        text = join_text_fields([_text_field(record, "title"), _text_field(record, "text")])
         if text:
             corpus[doc_id] = text
         else:

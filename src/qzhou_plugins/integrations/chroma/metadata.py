@@ -10,11 +10,12 @@ nor the key. Each is refused here, naming ``metadatas[i]`` and the key, before a
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from chromadb.api.types import SparseVector, validate_metadata
+
+from ...validation import find_lone_surrogate
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """The integers Chroma stores as integers; beyond them it silently stores a float."""
@@ -23,7 +24,6 @@ RESERVED_KEY = "chroma:document"
 RESERVED_KEY_STARTS = ("#", "$")
 """Chroma keeps keys starting with these for its own fields (``#document``) and operators (``$and``)."""
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SCALARS = (str, bool, int, float)
 
 
@@ -107,9 +107,9 @@ def _check_scalar(value: str | bool | int | float, where: str) -> None:
 
 def check_unicode(text: str, where: str) -> None:
     """Refuse a lone surrogate, which Chroma cannot encode (a UnicodeEncodeError with no position)."""
-    found = _SURROGATE.search(text)
-    if found:
+    at = find_lone_surrogate(text)
+    if at is not None:
         raise ValueError(
-            f"{where} holds a lone surrogate ({found.group()!r} at character {found.start()}), which "
+            f"{where} holds a lone surrogate ({text[at]!r} at character {at}), which "
             "cannot be stored as UTF-8; decode the source with errors='replace' or fix it"
         )

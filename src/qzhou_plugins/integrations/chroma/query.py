@@ -62,7 +62,12 @@ def result_counts(n_results: Any, rerank_candidates: Any, rerank: Any) -> tuple[
 
 
 def _positive(value: Any, what: str) -> int:
-    """A count of results: a positive int that Chroma can take (not a bool, a float or 2**64)."""
+    """A count of results: a positive int that Chroma can take (not a bool, a float or 2**64).
+
+    :func:`~qzhou_plugins.validation.check_count` decides what a count is; this adds Chroma's upper
+    bound and keeps the one error (a ValueError, "must be a positive integer") that ``query`` has
+    always raised for any bad count, which callers and tests match.
+    """
     try:
         counted = check_count(value, what=what, allow_none=False, minimum=1)
     except (TypeError, ValueError):

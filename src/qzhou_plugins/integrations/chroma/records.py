@@ -8,13 +8,12 @@ is written unless all of it is valid; a stream is checked batch by batch as it i
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from itertools import islice, zip_longest
 from typing import Any
 
+from ...documents import content_id
 from ...validation import validate_text, validate_texts
 from .metadata import check_unicode, checked_metadata
 
@@ -28,15 +27,6 @@ class Record:
     id: str
     text: str
     metadata: dict[str, Any] | None
-
-
-def content_id(text: str, metadata: Mapping[str, Any] | None) -> str:
-    """The default id: a hash of the text and its metadata, so that re-adding the same record is a no-op.
-
-    The metadata takes part so that one text from two sources stays two records.
-    """
-    canonical = json.dumps([text, dict(metadata or {})], sort_keys=True, ensure_ascii=False, default=repr)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 def record_batches(
