@@ -55,11 +55,13 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 
 
 def shown_commands() -> list[tuple[str, str]]:
-    """Every ``qzhou-plugins ...`` line of a bash block in the docs, with the page it is on."""
+    """Every ``qzhou-plugins ...`` command of a bash block in the docs, with the page it is on.
+
+    Lines continued with a backslash are joined first, as the shell joins them."""
     commands = []
     for page in sorted(DOCS.rglob("*.md")):
         for block in re.findall(r"```bash\n(.*?)```", page.read_text("utf-8"), flags=re.DOTALL):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():
                 if line.startswith("qzhou-plugins "):
                     commands.append((page.relative_to(DOCS).as_posix(), line.split("  #")[0]))
     return commands

@@ -13,25 +13,22 @@ id it has already written, the output holds every id exactly once whatever is ki
 included (the rerun reads the shards and embeds the rest). The driver only receives finished
 vectors, a few MB/s even for a cluster of GPUs running a 7B model, and holds one shard at a time.
 
-This is the only module that imports Ray; without it, ``--ray`` says which extra to install.
+This is the only bulk module that imports Ray; without it, ``--ray`` says which extra to install.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..encoder import Encoder
 from ..instructions import TaskLike
+from ..ray_cluster import ray_cluster as ray_cluster  # bulk.job starts Ray through this module
+from ..ray_cluster import share_cpu_threads
 from .formats import storage_rows
 from .ids import IdHashes, hash_ids
 from .output import ShardWriter, make_fingerprint
@@ -41,10 +38,6 @@ from .sources import Source
 BATCH_ROWS = 256
 """Rows per actor call (at most; fewer with smaller shards): enough for the encoder to sort and
 batch by tokens, few enough to spread over the actors and to lose little when one dies."""
-LOCAL = "local"
-"""The address that means: start a Ray cluster on this machine for the job, and stop it after."""
-_LOCAL_TOKEN = secrets.token_hex(32)
-"""The token of clusters this process starts when none is configured (one per process)."""
 
 
 def import_ray() -> Any:
@@ -58,42 +51,6 @@ def import_ray() -> Any:
             f"(or run without --ray, in this process) [{error}]"
         ) from error
     return ray
-
-
-@contextlib.contextmanager
-def ray_cluster(ray: Any, address: str | None) -> Iterator[None]:
-    """Ray connected for the job: the caller's session if one is running, else a new one.
-
-    A local cluster (``address`` None or ``local``) keeps its session files in a temporary folder
-    (Ray's default, ``/tmp/ray``, fills up and is shared between users) removed afterwards, has no
-    dashboard, and keeps Ray's token authentication on: when no token is configured it gets a
-    random one through ``RAY_AUTH_TOKEN``, so nothing is written to the home folder.
-    """
-    if ray.is_initialized():
-        yield
-        return
-    session_dir = None
-    if address in (None, LOCAL):
-        session_dir = tempfile.mkdtemp(prefix="qzhou-ray-", dir="/tmp" if Path("/tmp").is_dir() else None)
-        if not _token_configured():
-            os.environ["RAY_AUTH_TOKEN"] = _LOCAL_TOKEN
-        ray.init(
-            address="local", include_dashboard=False, _temp_dir=session_dir, logging_level=logging.WARNING
-        )
-    else:
-        ray.init(address=address, logging_level=logging.WARNING)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        if session_dir is not None:
-            shutil.rmtree(session_dir, ignore_errors=True)
-
-
-def _token_configured() -> bool:
-    if any(name in os.environ for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-        return True
-    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def actor_resources(cluster_cpus: float, actors: int, gpus_per_actor: float | None) -> dict[str, float]:
@@ -126,10 +83,7 @@ class EmbedBatches:
         logging.getLogger("qzhou_plugins").addFilter(FirstOfEachWarning())  # for the actor's life
         self.encoder = Encoder.shared(options)
         if self.encoder.device is not None and self.encoder.device.type == "cpu":
-            import torch
-
-            # Ray gives actors one thread by default; share this machine's cores between the actors.
-            torch.set_num_threads(max(1, _cores() // actors))
+            share_cpu_threads(actors)
         fingerprint = make_fingerprint(
             self.encoder, side=side, task=task, dtype=dtype, text_column=text_column
         )
@@ -153,12 +107,6 @@ class EmbedBatches:
         if self.text_column:
             result["text"] = batch["text"]
         return result
-
-
-def _cores() -> int:
-    """The cores this process may run on (all of the machine's where the OS cannot say)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def describe(

@@ -212,4 +212,9 @@ def _log_to_stderr(level: str) -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
         package.addHandler(handler)
-    package.setLevel("DEBUG" if level == "trace" else level.upper())
+    package.setLevel(python_log_level(level))
+
+
+def python_log_level(level: str) -> str:
+    """A ``--log-level`` as Python's logging names it (uvicorn's ``trace`` is below DEBUG)."""
+    return "DEBUG" if level == "trace" else level.upper()

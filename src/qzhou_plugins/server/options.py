@@ -16,6 +16,7 @@ from typing import get_args
 from pydantic import ValidationError
 
 from ..config import DEFAULT_MODEL, DType
+from ..ray_cluster import LOCAL
 from .settings import LogLevel, ServerSettings
 
 API_KEY_ENVIRONMENT = "QZHOU_API_KEY"
@@ -37,6 +38,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     _add_model_arguments(parser.add_argument_group("model"))
     _add_network_arguments(parser.add_argument_group("network"))
     _add_limit_arguments(parser.add_argument_group("batching and limits"))
+    _add_ray_arguments(parser.add_argument_group("replicas on Ray Serve (the ray extra)"))
     return parser
 
 
@@ -113,6 +115,24 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
         add(flag, type=_positive, default=default, metavar="N", help=f"{what} (default: %(default)s)")
 
 
+def _add_ray_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        metavar="ADDRESS",
+        help="serve on Ray Serve, one model per replica, Serve's proxy on --host/--port: no ADDRESS "
+        "starts a local cluster; 'auto' or ray://host:10001 joins one (write --ray=ADDRESS)",
+    )
+    group.add_argument(
+        "--replicas",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="copies of the model with --ray, one GPU each on a GPU cluster (default: 1)",
+    )
+
+
 def settings_from_arguments(args: argparse.Namespace) -> ServerSettings:
     """The settings named by parsed arguments; the key falls back to $QZHOU_API_KEY."""
     return ServerSettings(
@@ -136,7 +156,10 @@ def settings_from_arguments(args: argparse.Namespace) -> ServerSettings:
 
 
 def serve_from_arguments(args: argparse.Namespace) -> int:
-    """Serve as the parsed arguments say: 0 after a clean stop, 1 on failure, 2 for bad options."""
+    """Serve as the parsed arguments say: 0 after a clean stop, 1 on failure, 2 for bad options.
+
+    With ``--ray`` the same app runs in each replica of a Ray Serve deployment (:mod:`.ray_serve`).
+    """
     try:
         settings = settings_from_arguments(args)
         settings.encoder_config()  # the device and the rest are checked before anything loads
@@ -144,7 +167,14 @@ def serve_from_arguments(args: argparse.Namespace) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         print(f"error: {problems}", file=sys.stderr)
         return 2
+    if args.replicas is not None and args.ray is None:
+        print("error: --replicas needs --ray: one process serves one copy of the model", file=sys.stderr)
+        return 2
     try:
+        if args.ray is not None:
+            from .ray_serve import serve_on_ray
+
+            return serve_on_ray(settings, args.ray, args.replicas or 1)
         from .app import run_server
     except ImportError as error:
         print(f"error: {error}", file=sys.stderr)
