@@ -77,6 +77,21 @@ def test_the_api_key_comes_from_the_environment(
     assert Encoder(model=tiny_qzhou_path, base_url=served).encode_documents(TEXTS).shape == (3, 64)
 
 
+def test_shared_encoders_never_share_a_client_across_keys(
+    served: str, tiny_qzhou_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment's key is part of the configuration: after it changes, ``Encoder.shared``
+    makes a new client instead of handing back the one made with the old key."""
+    monkeypatch.setenv("QZHOU_API_KEY", API_KEY)
+    right = Encoder.shared(model=tiny_qzhou_path, base_url=served)
+    assert right.encode_documents(TEXTS).shape == (3, 64)
+    monkeypatch.setenv("QZHOU_API_KEY", "wrong")
+    with pytest.raises(RemoteBackendError, match=r"answered 401"):
+        Encoder.shared(model=tiny_qzhou_path, base_url=served)
+    monkeypatch.delenv("QZHOU_API_KEY")
+    assert Encoder.shared(model=tiny_qzhou_path, base_url=served, api_key=API_KEY) is right
+
+
 def test_a_wrong_key_is_a_clear_error(
     served: str, tiny_qzhou_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

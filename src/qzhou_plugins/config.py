@@ -91,6 +91,17 @@ class EncoderConfig(BaseModel):
             raise ValueError(f"base_url must start with http:// or https://, not {value!r}")
         return value.rstrip("/") if value is not None else None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_environment(cls, data: Any) -> Any:
+        """A served model's key falls back to $QZHOU_API_KEY here, when the configuration is made,
+        so that two configurations with different keys never share one client in ``Encoder.shared``."""
+        if isinstance(data, dict) and data.get("base_url") is not None and data.get("api_key") is None:
+            key = os.environ.get("QZHOU_API_KEY")
+            if key:
+                data = {**data, "api_key": key}
+        return data
+
     @model_validator(mode="after")
     def _no_local_options_for_a_served_model(self) -> EncoderConfig:
         local = sorted(self.model_fields_set & set(LOCAL_ONLY_OPTIONS))

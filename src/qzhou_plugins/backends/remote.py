@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,7 @@ class RemoteBackend:
             raise ValueError("RemoteBackend needs EncoderConfig.base_url")
         self.config = config
         self.base_url = config.base_url
-        key = config.api_key or os.environ.get("QZHOU_API_KEY")
+        key = config.api_key
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(timeout=config.timeout, headers=self._headers)
         self._facts = self._learn_facts()

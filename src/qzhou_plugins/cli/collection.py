@@ -17,10 +17,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..config import DEFAULT_MODEL
+from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, read_documents
 from ..validation import has_content
-from .documents import CHUNK_OVERLAP, CHUNK_SIZE, find_files, read_documents
+from .documents import find_files
 from .errors import DocumentError, UsageError
-from .options import PROG, positive_int
+from .options import PROG, add_base_url, positive_int, remote_options
 
 DEFAULT_PORT = 8000
 ADD_BATCH = 128
@@ -116,6 +117,7 @@ def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max
     parser.add_argument(
         "--max-length", type=positive_int, default=None, metavar="TOKENS", help=max_length_help
     )
+    add_base_url(parser)
 
 
 # -- the commands ---------------------------------------------------------------------------------
@@ -220,9 +222,13 @@ def _open_collection(
     """Open ``--collection`` where ``--db``/``--host`` say; ``options`` go to the encoder.
 
     ``missing_ok`` lets :class:`~qzhou_plugins.chroma.CollectionNotFoundError` through for the caller
-    to create the collection; otherwise a missing database or collection is a one-line error.
+    to create the collection; otherwise a missing database or collection is a one-line error. With
+    ``--base-url`` the chunks are embedded by the served model; the collection records the same
+    model (the name the server serves it under), so it can be reopened with the model loaded here.
     """
     from ..chroma import CollectionNotFoundError, QZhouCollection
+
+    options = {**remote_options(args), **options}
 
     client = None
     path = _database(args)

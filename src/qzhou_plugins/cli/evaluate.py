@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import DEFAULT_MODEL, EncoderConfig
 from .errors import UsageError, one_line
-from .options import CommandParser, positive_int
+from .options import CommandParser, add_base_url, positive_int, remote_options
 
 _KINDS = (
     (
@@ -67,12 +67,14 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _encoder_options(parser: argparse.ArgumentParser) -> None:
+    # --device and --dtype default to None (not given), so that beside --base-url, where they mean
+    # nothing, only the flags the user typed are refused.
     parser.add_argument("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     parser.add_argument(
         "--dtype",
-        default="auto",
+        default=None,
         choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (default: bf16 on CUDA, fp32 on CPU)",
+        help="weights dtype (default: auto: bf16 on CUDA, fp32 on CPU)",
     )
     parser.add_argument(
         "--max-length", type=positive_int, default=None, help="tokens per text (default: the model's)"
@@ -83,22 +85,16 @@ def _encoder_options(parser: argparse.ArgumentParser) -> None:
         default=EncoderConfig.model_fields["batch_tokens"].default,
         help="token budget of one forward pass (default: %(default)s)",
     )
+    add_base_url(parser)
 
 
 def command_eval(args: argparse.Namespace) -> int:
     from .. import evaluation
     from ..encoder import Encoder
 
-    _check_options(args)
+    options = _check_options(args)
     data = _read_data(args)
-    encoder = Encoder.shared(
-        model=args.model,
-        device=args.device,
-        dtype=args.dtype,
-        max_length=args.max_length,
-        batch_tokens=args.batch_tokens,
-        show_progress=True,
-    )
+    encoder = Encoder.shared(model=args.model, batch_tokens=args.batch_tokens, show_progress=True, **options)
     task_option = {} if args.task is None else {"task": args.task}
     name = Path(args.source).stem
     result: evaluation.EvaluationResult
@@ -120,10 +116,17 @@ def command_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    """The usage errors found without reading anything big: the task, the paths."""
+def _check_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The usage errors found without reading anything big: the task, the paths, the encoder flags.
+
+    Returns the encoder options the flags give: only those given, so that a served model
+    (``--base-url``) is not handed local-only options at their defaults.
+    """
     from ..instructions import resolve_task
 
+    options = {name: getattr(args, name) for name in ("device", "dtype", "max_length")}
+    options = {name: value for name, value in options.items() if value is not None}
+    options.update(remote_options(args))
     if args.task is not None:
         try:
             resolve_task(args.task)
@@ -136,6 +139,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.source}: no such folder (expected a BEIR folder with corpus.jsonl)")
     if args.kind != "retrieval" and not source.is_file():
         raise UsageError(f"{args.source}: no such file")
+    return options
 
 
 def _read_data(args: argparse.Namespace) -> Any:

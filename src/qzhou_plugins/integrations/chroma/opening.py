@@ -18,7 +18,7 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.errors import NotFoundError
 
-from ...config import DEFAULT_MODEL
+from ...config import DEFAULT_MODEL, LOCAL_ONLY_OPTIONS
 from ...encoder import Encoder
 from ...instructions import TaskLike
 from .embedding_function import QZhouEmbeddingFunction
@@ -141,6 +141,10 @@ def reopen_collection(
         differences = fingerprint_differences(recorded, {**recorded, "model": chosen_model})
         raise mismatch_error(existing.name, differences)
     options = {key: recorded[key] for key in PERSISTED_OPTIONS if key in recorded}
+    if encoder_options.get("base_url") is not None:
+        # A served model decides how it is loaded (dtype, attention) on its server; what must
+        # match the stored vectors (model, dimension, prefixes, pooling) is still checked below.
+        options = {key: value for key, value in options.items() if key not in LOCAL_ONLY_OPTIONS}
     options.update(encoder_options)
     encoder = Encoder.shared(model=chosen_model, **options)
     if task is None:
