@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..backends.local import DEMO_MODEL
-from . import bench, collection, embed, evaluate, serve
+from . import bench, collection, embed, evaluate, load, serve
 from .options import PROG, CommandParser, add_debug
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=CommandParser
     )
-    for group in (collection, evaluate, embed, serve, bench):
+    for group in (collection, evaluate, embed, load, serve, bench):
         group.add_parsers(commands, common)
     return parser
 

@@ -7,6 +7,8 @@ The data path of :class:`QZhouCollection`, one module per step::
             writing.py      missing ids embedded (embedding_function.py -> Encoder) and written
     query   query.py        query side embedded -> Chroma's nearest -> optional rerank (rerank.rank)
     reembed migration.py    copy into a collection of the new setup, then swap it in
+    load    precomputed.py  a bulk output's fingerprint checked (or a collection made from it),
+                            its vectors written as they are, stored ids skipped (writing.py)
 
 Importing this package registers :class:`QZhouEmbeddingFunction` with Chroma. It needs the
 ``chroma`` extra; the public import path is :mod:`qzhou_plugins.chroma`.

@@ -10,7 +10,9 @@ The safe path is the default one:
 - every record is validated, once, before it is embedded or written (:mod:`.records`), and the
   counts of what was added stay honest when several processes add at once (:mod:`.writing`);
 - migrating to another model or instruction set is an explicit :meth:`QZhouCollection.reembed`
-  into a separate collection, swapped in only once it is complete (:mod:`.migration`).
+  into a separate collection, swapped in only once it is complete (:mod:`.migration`);
+- vectors embedded in bulk elsewhere (``qzhou-plugins embed``) are loaded as they are, with the
+  same skipping of stored ids and the same fingerprint check (:mod:`.precomputed`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 from ...encoder import Encoder, wants_progress
 from ...instructions import TaskLike, TaskType
 from ...validation import as_list, check_count
-from . import migration
+from . import migration, precomputed
 from .embedding_function import QZhouEmbeddingFunction
 from .opening import (
     CollectionNotFoundError,
@@ -58,7 +60,11 @@ class QZhouCollection:
         self.client = client
         self.collection = collection
         self.embedding_function = embedding_function
-        self.encoder: Encoder = embedding_function.encoder
+
+    @property
+    def encoder(self) -> Encoder:
+        """The shared encoder, loaded on first use (loading precomputed vectors needs no model)."""
+        return self.embedding_function.encoder
 
     @property
     def name(self) -> str:
@@ -109,6 +115,28 @@ class QZhouCollection:
             )
         return cls(client, *create_collection(client, name, model, task, encoder_options))
 
+    @classmethod
+    def open_precomputed(
+        cls,
+        name: str,
+        output: str | os.PathLike[str],
+        *,
+        path: str | os.PathLike[str] | None = None,
+        client: ClientAPI | None = None,
+        create: bool = True,
+    ) -> QZhouCollection:
+        """Open (or create) collection ``name`` for the vectors of a finished bulk ``output``.
+
+        The model, options and exact query and document prefixes are the ones the output records, so
+        no ``model`` or ``task`` is asked for. An existing collection built another way (model,
+        dimension, prefixes, pooling, normalisation, length) is refused, saying what differs; an
+        output of query-side vectors is refused. No model is loaded until one is needed (a query).
+        Then call :meth:`add_precomputed`.
+        """
+        name = check_name(name)
+        client = connect(path, client)
+        return cls(client, *precomputed.open_for_output(client, name, output, create=create))
+
     # -- writing ------------------------------------------------------------------------------------
 
     def add(
@@ -126,11 +154,7 @@ class QZhouCollection:
         streamed: each batch is validated before it is written, and a problem found later stops
         the call with the earlier batches stored; fixing the input and rerunning adds only the rest.
         """
-        try:
-            check_count(batch_size, what="batch_size", allow_none=False, minimum=1)
-        except (TypeError, ValueError):
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}") from None
-        batch_size = min(batch_size, self.client.get_max_batch_size())
+        batch_size = self._batch_size(batch_size)
         total = len(texts) if isinstance(texts, Sized) else None
         show = wants_progress(show_progress, total, self.encoder.config.show_progress)
         result = AddResult(added=0, skipped=0)
@@ -138,6 +162,39 @@ class QZhouCollection:
             for batch in record_batches(texts, metadatas, ids, batch_size):
                 result += write_batch(self.client, self.collection, batch, self._embed_documents)
                 progress.update(len(batch))
+        self._warn_conflicts(result)
+        return result
+
+    def add_precomputed(
+        self,
+        output: str | os.PathLike[str],
+        *,
+        batch_size: int = precomputed.DEFAULT_LOAD_BATCH,
+        show_progress: bool | None = None,
+    ) -> AddResult:
+        """Store the vectors of a finished bulk ``output`` as they are: no model runs for them.
+
+        The output's ids become the ids here, so ids already stored are skipped (a rerun adds
+        nothing, an interrupted load resumes, and a later :meth:`add` of the same texts with the same
+        ids is skipped). Its texts become the documents if it kept them (``embed --with-text``);
+        otherwise the records have no document. The output is streamed ``batch_size`` vectors at a
+        time and refused, before anything is written, if its vectors are not comparable with this
+        collection's (see :meth:`open_precomputed`).
+        """
+        batch_size = self._batch_size(batch_size)
+        result = precomputed.add_output(self.client, self.collection, output, batch_size, show_progress)
+        self._warn_conflicts(result)
+        return result
+
+    def _batch_size(self, batch_size: int) -> int:
+        """A positive ``batch_size``, at most what one Chroma write takes."""
+        try:
+            check_count(batch_size, what="batch_size", allow_none=False, minimum=1)
+        except (TypeError, ValueError):
+            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}") from None
+        return min(batch_size, self.client.get_max_batch_size())
+
+    def _warn_conflicts(self, result: AddResult) -> None:
         if result.conflicts:
             logger.warning(
                 "%d ids were already in %r with a different document and were left unchanged (first: %s); "
@@ -146,7 +203,6 @@ class QZhouCollection:
                 self.name,
                 ", ".join(result.conflicts[:5]),
             )
-        return result
 
     def _embed_documents(self, texts: list[str]) -> Any:
         return self.embedding_function.embed_documents(texts, show_progress=False)
@@ -223,9 +279,7 @@ class QZhouCollection:
             return target
         migration.swap_in(self.client, self.collection, target.collection, target.model)
         # This object now stands for the new collection too, so that no caller keeps a stale one.
-        self.collection, self.embedding_function, self.encoder = (
-            target.collection, target.embedding_function, target.encoder,
-        )  # fmt: skip
+        self.collection, self.embedding_function = target.collection, target.embedding_function
         return self
 
     def __repr__(self) -> str:

@@ -1,0 +1,65 @@
+"""``load``: a finished ``embed`` output into a Chroma collection, its vectors stored as they are.
+
+No ``--model``: the output's fingerprint says which model and exact prefixes made the vectors, and
+a new collection is created with them (an existing one must match, or nothing is written). Chroma
+is imported when the command runs, never for ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..arguments import positive_int
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``load`` to the sub-command set ``commands``."""
+    load = commands.add_parser(
+        "load",
+        parents=[common],
+        help="load vectors written by `embed` into a Chroma collection, without embedding them again",
+        description="Store the vectors of a finished `embed` output in a Chroma collection, created "
+        "with the output's model and instructions if it does not exist (an existing one must match). "
+        "Ids already there are skipped, so running it again adds only what is missing; the output's "
+        "texts become the documents if it kept them (`embed --with-text`).",
+    )
+    load.add_argument("output", metavar="DIR", type=Path, help="a finished `embed --out` folder")
+    load.add_argument("--collection", "-c", required=True, metavar="NAME", help="Chroma collection name")
+    load.add_argument(
+        "--db",
+        default=None,
+        metavar="DIR",
+        help="folder of a local (persistent) Chroma database (default: the 'chroma' folder of the "
+        "working directory, as for index and query)",
+    )
+    load.add_argument(
+        "--batch-size", type=positive_int, default=None, metavar="N", help="vectors per write (default: 1024)"
+    )
+    load.set_defaults(handler=command_load)
+
+
+def command_load(args: argparse.Namespace) -> int:
+    from ..chroma import DEFAULT_PATH, QZhouCollection
+
+    database = str(args.db if args.db is not None else DEFAULT_PATH)
+    collection = QZhouCollection.open_precomputed(args.collection, args.output, path=database)
+    options = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    result = collection.add_precomputed(args.output, **options)
+    query_prefix, document_prefix = collection.embedding_function.prefixes
+    print(
+        f"Loaded {args.output} into collection {args.collection!r} (database {database}): "
+        f"{result.added} vector(s) added, {result.skipped} already there; the collection holds "
+        f"{collection.count()}.\nModel {collection.model}, query prefix {query_prefix!r}, document prefix "
+        f"{document_prefix!r}: queries and new texts are embedded as the output's vectors were."
+    )
+    if not _kept_texts(args.output):
+        print("The output kept no texts (embed --with-text keeps them), so no documents were stored.")
+    return 0
+
+
+def _kept_texts(output: Path) -> bool:
+    from ..bulk.load import read_fingerprint
+
+    return bool(read_fingerprint(output).get("text_column"))

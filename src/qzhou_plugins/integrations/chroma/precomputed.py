@@ -1,0 +1,167 @@
+"""Loading a finished bulk output (``qzhou-plugins embed``) into a collection, without re-embedding.
+
+The vectors of a corpus embedded on a cluster are stored as they are; what makes them safe to mix
+with anything else is the fingerprint the output records (model, dimension, exact query and
+document prefixes, normalisation, pooling, length):
+
+- a new collection is created *from* that fingerprint, recording the output's exact prefixes, so
+  its query side embeds questions the way the output was meant to be searched, and a later
+  :meth:`~QZhouCollection.add` embeds new texts the way the output's were;
+- an existing collection is compared with it (the comparison every opening uses,
+  :func:`.fingerprint.fingerprint_differences`, plus the length) and a mismatch is refused before
+  anything is written;
+- an output of query-side vectors is refused: stored as documents they would be silently wrong.
+
+No model is loaded to load vectors: the collection's embedding function loads it when it is first
+asked to embed (a query, an ``add``). The one exception is comparing lengths with a collection that
+records none (made with the model's default length): that default is the model's to say.
+
+Writing reuses the lock and the counts of :mod:`.writing`. With nothing to embed, one check under
+the lock is enough: ``write_batch`` checks twice only so as not to embed what is stored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from tqdm.auto import tqdm
+
+from ...encoder import wants_progress
+from .embedding_function import QZhouEmbeddingFunction
+from .fingerprint import (
+    CONFIG_VERSION,
+    CollectionMismatchError,
+    check_config,
+    creation_metadata,
+    fingerprint_differences,
+    recorded_config,
+)
+from .opening import CollectionNotFoundError, existing_collection
+from .writing import AddResult, stored_documents, write_lock
+
+if TYPE_CHECKING:
+    from ...bulk.load import VectorBatch
+
+DEFAULT_LOAD_BATCH = 1024
+"""Vectors per Chroma write: large enough to amortise a write, small enough to keep memory flat."""
+
+Output = str | os.PathLike[str]
+
+
+def output_config(output: Output) -> dict[str, Any]:
+    """The embedding function config of the vectors in a finished ``output``.
+
+    An unfinished output and one of query-side vectors are refused here, before any collection is
+    opened.
+    """
+    from ...bulk.load import read_fingerprint  # pyarrow and the bulk job only when loading
+
+    recorded = read_fingerprint(output)
+    if recorded.get("side") != "document":
+        raise ValueError(
+            f"{os.fspath(output)} holds {recorded.get('side')}-side vectors (prefix "
+            f"{recorded.get('prefix')!r}); a collection stores documents, and query vectors there would "
+            "rank silently wrong. Embed the corpus again with --side document (the default)."
+        )
+    config = {
+        "version": CONFIG_VERSION,
+        "model": recorded.get("model"),
+        "task": recorded.get("task"),
+        **{key: recorded.get(key) for key in ("query_prefix", "document_prefix", "dimension")},
+        **{key: recorded.get(key) for key in ("max_length", "normalize", "pooling")},
+    }
+    check_config(config)  # a damaged fingerprint is named here, not deep inside Chroma
+    return config
+
+
+def open_for_output(
+    client: ClientAPI, name: str, output: Output, *, create: bool
+) -> tuple[Collection, QZhouEmbeddingFunction]:
+    """Collection ``name`` with an embedding function that loads no model until asked to embed.
+
+    An existing collection must match the output (else nothing is written); a new one is created
+    with the output's model, options and exact prefixes.
+    """
+    wanted = output_config(output)
+    existing = existing_collection(client, name)
+    if existing is not None:
+        function = QZhouEmbeddingFunction.build_from_config(check_output(existing, wanted, output))
+        return client.get_collection(name, embedding_function=function), function  # type: ignore[arg-type]
+    if not create:
+        raise CollectionNotFoundError(f"no collection named {name!r} in this Chroma database")
+    function = QZhouEmbeddingFunction.build_from_config(wanted)
+    collection = client.get_or_create_collection(
+        name,
+        embedding_function=function,  # type: ignore[arg-type]
+        metadata=creation_metadata(function.get_config()),
+    )
+    check_output(collection, wanted, output)  # another process may have created it first, otherwise
+    return collection, function
+
+
+def check_output(collection: Collection, wanted: Mapping[str, Any], output: Output) -> dict[str, Any]:
+    """The collection's recorded config, if the output's vectors are comparable with its own.
+
+    Otherwise a :class:`CollectionMismatchError` naming every difference; nothing is written.
+    """
+    recorded = recorded_config(collection)
+    labels = ("the collection has", "the output has")
+    differences = fingerprint_differences(recorded, wanted, labels)
+    if not differences:
+        length = recorded.get("max_length")
+        if length is None:  # the model's default: only the model can say (this loads it, once)
+            length = QZhouEmbeddingFunction.build_from_config(recorded).encoder.max_length
+        if length != wanted["max_length"]:
+            differences.append(f"max length: {labels[0]} {length!r}, {labels[1]} {wanted['max_length']!r}")
+    if differences:
+        listed = "".join(f"\n  - {line}" for line in differences)
+        raise CollectionMismatchError(
+            f"collection {collection.name!r} was built with another embedding setup than the vectors in "
+            f"{os.fspath(output)}, so they would not be comparable with its stored ones:{listed}\n"
+            "The collection was left untouched. Load into another collection (a new name is created "
+            "from the output), or embed the corpus again with the collection's model and options."
+        )
+    return recorded
+
+
+def add_output(
+    client: ClientAPI, collection: Collection, output: Output, batch_size: int, show_progress: bool | None
+) -> AddResult:
+    """Stream ``output`` into ``collection``, ``batch_size`` vectors at a time; stored ids are skipped."""
+    from ...bulk.load import iter_vectors, read_manifest
+
+    check_output(collection, output_config(output), output)
+    rows = int(read_manifest(output)["rows"])
+    show = wants_progress(show_progress, rows)
+    result = AddResult(added=0, skipped=0)
+    name = Path(os.fspath(output)).name
+    with tqdm(total=rows, unit="vector", desc=f"Loading {name}", disable=not show) as progress:
+        for batch in iter_vectors(output, batch_size=batch_size):
+            result += write_vectors(client, collection, batch)
+            progress.update(len(batch.ids))
+    return result
+
+
+def write_vectors(client: ClientAPI, collection: Collection, batch: VectorBatch) -> AddResult:
+    """Store the rows of ``batch`` whose ids are missing, with their texts as documents if kept."""
+    with write_lock(client) as exact:
+        stored = stored_documents(collection, batch.ids)
+        keep = [i for i, ident in enumerate(batch.ids) if ident not in stored]
+        if keep:
+            collection.add(
+                ids=[batch.ids[i] for i in keep],
+                embeddings=batch.vectors[keep],
+                documents=None if batch.texts is None else [batch.texts[i] for i in keep],
+            )
+    conflicts = () if batch.texts is None else tuple(
+        ident for ident, text in zip(batch.ids, batch.texts, strict=True)
+        if ident in stored and stored[ident] != text
+    )  # fmt: skip
+    return AddResult(
+        added=len(keep), skipped=len(batch.ids) - len(keep), conflicts=conflicts, exact=exact or not keep
+    )
