@@ -149,6 +149,21 @@ def test_a_local_only_flag_beside_base_url_is_a_usage_error(
     assert code == 2 and named in line and f"--base-url {url} names a served model" in line
 
 
+def test_embed_refuses_device_beside_base_url_but_keeps_its_storage_dtype(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``embed --dtype`` is how vectors are stored, not how a model is loaded: allowed with a URL."""
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "a", "title": "", "text": "tea"}\n', "utf-8")
+    common = ["embed", corpus, "--out", tmp_path / "out", "--model", DEMO_MODEL, "--base-url", url]
+    code, _, err = run(capsys, *common, "--device", "cpu", "--dtype", "float16")
+    line = assert_one_line_error(err)
+    assert code == 2 and "--device decides" in line and "--dtype" not in line
+    code, _, err = run(capsys, *common, "--dtype", "float16")  # gets past the check: nobody answers
+    assert code == 1 and "cannot be reached" in assert_one_line_error(err)
+
+
 def test_a_base_url_that_is_not_http_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -161,8 +176,6 @@ def test_a_missing_key_is_a_one_line_error(
     minilm_server: str, two_pairs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("QZHOU_API_KEY", raising=False)
-    # The same server spelt "localhost": Encoder.shared keeps the client the other tests made with the key.
-    url = minilm_server.replace("127.0.0.1", "localhost")
-    code, _, err = run(capsys, "eval", "sts", two_pairs, "--model", DEMO_MODEL, "--base-url", url)
+    code, _, err = run(capsys, "eval", "sts", two_pairs, "--model", DEMO_MODEL, "--base-url", minilm_server)
     line = assert_one_line_error(err)
     assert code == 1 and "answered 401" in line

@@ -148,7 +148,7 @@ def test_the_ray_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert parse().ray is None and parse().replicas is None
     with pytest.raises(SystemExit):
         parse("--ray", "--replicas", "0")
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "must be a positive integer, not 0" in capsys.readouterr().err
     assert serve_from_arguments(parse("--replicas", "2")) == 2
     assert "--replicas needs --ray" in capsys.readouterr().err
 

@@ -9,33 +9,14 @@ argparse (a usage error before any file is read); everything else by :func:`embe
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
-from typing import Any
 
+from ..arguments import add_base_url, positive
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE
 from .formats import EXPORT_PRECISIONS, STORAGE_DTYPES, export_quantized
 from .job import DEFAULT_SHARD_ROWS, SIDES, BulkResult, embed_corpus
 
 LOCAL_ADDRESS = "local"
-
-
-def _positive(kind: type, *, zero: bool = False) -> Any:
-    """An argparse type: a number of ``kind`` above zero, or from zero with ``zero`` (``--actors 0``
-    and ``--chunk-overlap -1`` are usage errors)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not (value >= 0 if zero else value > 0) or (isinstance(value, float) and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(
-                f"must be {'zero or more' if zero else 'a positive number'}, not {text}"
-            )
-        return value
-
-    return parse
 
 
 def _field_names(text: str) -> list[str]:
@@ -65,12 +46,12 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument(
         "--chunk-size",
-        type=_positive(int),
+        type=positive(int),
         help=f"documents: characters per chunk, as index cuts them (default: {CHUNK_SIZE})",
     )
     parser.add_argument(
         "--chunk-overlap",
-        type=_positive(int, zero=True),
+        type=positive(int, zero=True),
         help=f"documents: characters shared by neighbouring chunks (default: {CHUNK_OVERLAP})",
     )
     parser.add_argument(
@@ -81,16 +62,14 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="run on Ray Data: no ADDRESS starts a local cluster; 'auto' or ray://host:10001 joins one "
         "(write --ray=ADDRESS, or put SOURCE first)",
     )
-    parser.add_argument("--actors", type=_positive(int), default=1, help="Ray actors (models) in the pool")
-    parser.add_argument("--gpus-per-actor", type=_positive(float), help="GPUs of each Ray actor")
+    parser.add_argument("--actors", type=positive(int), default=1, help="Ray actors (models) in the pool")
+    parser.add_argument("--gpus-per-actor", type=positive(float), help="GPUs of each Ray actor")
     parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="storage dtype")
-    parser.add_argument("--base-url", help="embed with a served model (OpenAI-compatible API)")
-    parser.add_argument("--max-length", type=_positive(int), help="tokens per text before truncation")
-    parser.add_argument("--batch-tokens", type=_positive(int), help="token budget of one forward pass")
+    add_base_url(parser)
+    parser.add_argument("--max-length", type=positive(int), help="tokens per text before truncation")
+    parser.add_argument("--batch-tokens", type=positive(int), help="token budget of one forward pass")
     parser.add_argument("--device", help="torch device (default: CUDA when present)")
-    parser.add_argument(
-        "--shard-rows", type=_positive(int), default=DEFAULT_SHARD_ROWS, help="rows per shard"
-    )
+    parser.add_argument("--shard-rows", type=positive(int), default=DEFAULT_SHARD_ROWS, help="rows per shard")
     parser.add_argument("--with-text", action="store_true", help="also store each row's text")
     parser.add_argument(
         "--export",

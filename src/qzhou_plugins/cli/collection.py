@@ -16,12 +16,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..arguments import add_base_url, positive_int
 from ..config import DEFAULT_MODEL
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, read_documents
 from ..validation import has_content
 from .documents import find_files
 from .errors import DocumentError, UsageError
-from .options import PROG, add_base_url, positive_int, remote_options
+from .options import PROG, remote_options
 
 DEFAULT_PORT = 8000
 ADD_BATCH = 128

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from ..bulk.options import add_embed_arguments, embed_from_arguments
+from .options import remote_options
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -27,4 +28,5 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def command_embed(args: argparse.Namespace) -> int:
+    remote_options(args, not_for_the_model=("dtype",))  # --device beside --base-url: a usage error
     return embed_from_arguments(args)

@@ -10,9 +10,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..arguments import add_base_url, positive_int
 from ..config import DEFAULT_MODEL, EncoderConfig
 from .errors import UsageError, one_line
-from .options import CommandParser, add_base_url, positive_int, remote_options
+from .options import CommandParser, remote_options
 
 _KINDS = (
     (

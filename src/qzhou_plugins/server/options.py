@@ -15,22 +15,13 @@ from typing import get_args
 
 from pydantic import ValidationError
 
+from ..arguments import positive_int
 from ..config import DEFAULT_MODEL, DType
 from ..ray_cluster import LOCAL
 from .settings import LogLevel, ServerSettings
 
 API_KEY_ENVIRONMENT = "QZHOU_API_KEY"
 _DEFAULTS = ServerSettings()
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -58,7 +49,7 @@ def _add_model_arguments(group: argparse._ArgumentGroup) -> None:
         choices=list(get_args(DType)),
         help="weights dtype (default: bf16 on CUDA, fp32 on CPU)",
     )
-    add("--max-length", type=_positive, default=None, help="tokens per text (default: the model's)")
+    add("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's)")
 
 
 def _add_network_arguments(group: argparse._ArgumentGroup) -> None:
@@ -88,7 +79,7 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
     add = group.add_argument
     add(
         "--max-batch-tokens",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="token budget of one forward pass and of one coalesced batch (default: the core's)",
@@ -112,7 +103,7 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
         ("--max-request-tokens", "tokens per request, instructions included, over it 413"),
     ):
         default = getattr(_DEFAULTS, flag[2:].replace("-", "_"))
-        add(flag, type=_positive, default=default, metavar="N", help=f"{what} (default: %(default)s)")
+        add(flag, type=positive_int, default=default, metavar="N", help=f"{what} (default: %(default)s)")
 
 
 def _add_ray_arguments(group: argparse._ArgumentGroup) -> None:
@@ -126,7 +117,7 @@ def _add_ray_arguments(group: argparse._ArgumentGroup) -> None:
     )
     group.add_argument(
         "--replicas",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="N",
         help="copies of the model with --ray, one GPU each on a GPU cluster (default: 1)",
