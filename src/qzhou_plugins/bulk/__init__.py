@@ -1,6 +1,7 @@
 """Bulk embedding of a whole corpus into parquet: in this process, or on Ray Data across GPUs.
 
-``embed_corpus(source, out, model=...)`` reads a JSON-lines or parquet corpus, embeds every row
+``embed_corpus(source, out, model=...)`` reads a JSON-lines or parquet corpus, or a folder of
+documents chunked as ``qzhou-plugins index`` chunks them, embeds every row
 with the shared encoder (or a pool of Ray actors, one model each) and writes parquet shards with
 the fingerprint of the vectors in their schema metadata, plus a manifest. A run killed at any
 point is completed by running it again; a run with another model or instruction into the same
