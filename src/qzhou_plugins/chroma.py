@@ -6,28 +6,5 @@ created with it is reopened, in any process, with the same model and instruction
 :mod:`qzhou_plugins.integrations.chroma`.
 """
 
-from .integrations.chroma import (
-    DEFAULT_PATH,
-    EMBEDDING_FUNCTION_NAME,
-    AddResult,
-    CollectionMismatchError,
-    CollectionNotFoundError,
-    Hit,
-    QueryResult,
-    QZhouCollection,
-    QZhouEmbeddingFunction,
-    content_id,
-)
-
-__all__ = [
-    "DEFAULT_PATH",
-    "EMBEDDING_FUNCTION_NAME",
-    "AddResult",
-    "CollectionMismatchError",
-    "CollectionNotFoundError",
-    "Hit",
-    "QZhouCollection",
-    "QZhouEmbeddingFunction",
-    "QueryResult",
-    "content_id",
-]
+from .integrations.chroma import *  # noqa: F403  (the public names, listed once, in that package)
+from .integrations.chroma import __all__ as __all__
