@@ -8,10 +8,7 @@ and stopped at the end. Only 127.0.0.1 is ever contacted. The tests are skipped 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import chromadb
 import pytest
 from chromadb.api import ClientAPI
 
+from servers import free_port, running
 from test_chroma import CollectionSuite, clean_ingestion, crash_records  # noqa: F401  (fixtures)
 
 HOST = "127.0.0.1"
@@ -32,48 +30,18 @@ def chroma_executable() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("chroma")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """``chroma run`` on a free port; yields the client spec once the heartbeat answers."""
+    """``chroma run`` on a free port; yields the client spec once its heartbeat answers."""
     executable = chroma_executable()
     if executable is None:
         pytest.skip("the `chroma` executable (installed with chromadb) is not on this machine")
     folder = tmp_path_factory.mktemp("chroma-server")
-    log_path = folder / "server.log"
     port = free_port()
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [executable, "run", "--path", str(folder / "data"), "--host", HOST, "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"`chroma run` exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                chromadb.HttpClient(host=HOST, port=port).heartbeat()
-                break
-            except Exception:  # not listening yet: connection refused, or the client's own wrapper
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no heartbeat from `chroma run` after {STARTUP_SECONDS} s:\n"
-                                f"{log_path.read_text()[-4000:]}")  # fmt: skip
-                time.sleep(0.5)
+    command = [executable, "run", "--path", str(folder / "data"), "--host", HOST, "--port", str(port)]
+    heartbeat = f"http://{HOST}:{port}/api/v2/heartbeat"
+    with running(command, heartbeat, folder / "server.log", timeout=STARTUP_SECONDS):
         yield {"host": HOST, "port": port}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=30)
 
 
 class TestServerCollection(CollectionSuite):
