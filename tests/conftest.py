@@ -75,6 +75,16 @@ def scifact_corpus(scifact_dir: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def scifact_vector_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache (``cache_dir``) for the runs over all 5,183 SciFact abstracts with MiniLM.
+
+    The whole-corpus CLI evaluation and the whole-corpus Chroma recall embed the same texts with the
+    same model; whichever runs second reads the first's vectors, which also proves the cache at the
+    scale of a real corpus (the leaderboard figure and the recall must come out the same)."""
+    return tmp_path_factory.mktemp("scifact-vectors")
+
+
+@pytest.fixture(scope="session")
 def scifact_queries(scifact_dir: Path) -> list[dict[str, str]]:
     """The 300 SciFact test queries as {_id, text}, in file order."""
     return read_jsonl(scifact_dir / "queries.jsonl")

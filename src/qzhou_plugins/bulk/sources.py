@@ -193,8 +193,8 @@ class ParquetSource(RecordSource):
                 yield rows
 
     def ray_dataset(self, ray_data: Any, done: np.ndarray) -> Any:
-        table = ray_data.read_parquet(
-            [str(file) for file in self.files], columns=[self.id_field, *self.text_fields]
+        table = ray_data.read_parquet([str(file) for file in self.files]).select_columns(
+            [self.id_field, *self.text_fields]
         )
         return table.map_batches(
             join_columns,

@@ -86,6 +86,13 @@ def _encoder_options(parser: argparse.ArgumentParser) -> None:
         default=EncoderConfig.model_fields["batch_tokens"].default,
         help="token budget of one forward pass (default: %(default)s)",
     )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the vectors in DIR (the `cache` extra), keyed by the model and the exact text, so "
+        "that a rerun over the same texts, with another task or metric, does not embed them again",
+    )
     add_base_url(parser)
 
 
@@ -125,7 +132,7 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
     """
     from ..instructions import resolve_task
 
-    options = {name: getattr(args, name) for name in ("device", "dtype", "max_length")}
+    options = {name: getattr(args, name) for name in ("device", "dtype", "max_length", "cache_dir")}
     options = {name: value for name, value in options.items() if value is not None}
     options.update(remote_options(args))
     if args.task is not None:
