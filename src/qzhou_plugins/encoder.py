@@ -33,6 +33,14 @@ def wants_progress(requested: bool | None, total: int | None, default: bool | No
     return total is None or total >= PROGRESS_THRESHOLD
 
 
+def per_text_prefixes(prefix: str | Sequence[str], count: int, what: str = "texts") -> list[str]:
+    """``prefix`` as one prefix per text: one string for all of them, or exactly one each."""
+    prefixes = [prefix] * count if isinstance(prefix, str) else list(prefix)
+    if len(prefixes) != count:
+        raise ValueError(f"{len(prefixes)} prefixes for {count} {what}")
+    return prefixes
+
+
 class Encoder:
     """Embeds texts with one model through one backend.
 
@@ -234,9 +242,7 @@ class Encoder:
     def _prefixed(self, texts: Sequence[str], prefix: str | Sequence[str], what: str) -> list[str]:
         """Validated texts with their prefixes, each distinct prefix checked against max_length."""
         checked = validate_texts(texts, what=what)
-        prefixes = [prefix] * len(checked) if isinstance(prefix, str) else list(prefix)
-        if len(prefixes) != len(checked):
-            raise ValueError(f"{len(prefixes)} prefixes for {len(checked)} {what}")
+        prefixes = per_text_prefixes(prefix, len(checked), what)
         for distinct in set(prefixes):
             self._check_prefix(distinct)
         return [p + text for p, text in zip(prefixes, checked, strict=True)]

@@ -6,8 +6,9 @@ follow the Unix habit: 0 success, 2 a usage error (found before any work starts)
 working; each error is one line on stderr, with the traceback only under ``--debug``.
 
 The package follows the command line: ``parser`` builds it from one module per command group
-(``collection``: index and query; ``evaluate``; ``bench``), ``documents`` reads and chunks the files
-``index`` is given, ``errors`` holds the two kinds of failure. Frameworks are imported inside the
+(``collection``: index and query; ``evaluate``; ``bench``; ``embed``, ``load``, ``serve``),
+``documents`` turns a path that leads to no documents into a usage error (reading and chunking are
+:mod:`qzhou_plugins.documents`), ``errors`` holds the two kinds of failure. Frameworks are imported inside the
 commands that need them (Chroma, the LangChain text splitter, pytrec_eval), so ``--help`` and the
 commands that do not need them work without them.
 """
@@ -20,17 +21,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, SUPPORTED_SUFFIXES, Chunk, read_chunks, source_name
 from .bench import command_bench
 from .collection import ADD_BATCH, DEFAULT_PORT, EXCERPT_CHARACTERS, command_index, command_query
-from .documents import (
-    CHUNK_OVERLAP,
-    CHUNK_SIZE,
-    SUPPORTED_SUFFIXES,
-    Chunk,
-    find_files,
-    read_chunks,
-    source_name,
-)
+from .documents import find_files
 from .errors import DocumentError, UsageError, one_line
 from .evaluate import command_eval
 from .options import PROG

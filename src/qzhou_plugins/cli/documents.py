@@ -2,8 +2,7 @@
 
 The reading and chunking themselves are :mod:`qzhou_plugins.documents`, shared with the bulk job's
 documents source; what stays here is the one thing the command line adds, that a path which does not
-lead to documents is found before any work starts and reported as a usage error. The names the
-``qzhou_plugins.cli`` package has always offered are re-exported from here.
+lead to documents is found before any work starts and reported as a usage error.
 """
 
 from __future__ import annotations
@@ -12,18 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import documents
-from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, SUPPORTED_SUFFIXES, Chunk, read_chunks, source_name
 from .errors import DocumentError, UsageError
-
-__all__ = [
-    "CHUNK_OVERLAP",
-    "CHUNK_SIZE",
-    "SUPPORTED_SUFFIXES",
-    "Chunk",
-    "find_files",
-    "read_chunks",
-    "source_name",
-]
 
 
 def find_files(paths: Sequence[str]) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..encoder import Encoder
+from ..encoder import Encoder, per_text_prefixes
 from ..instructions import TaskLike, TaskType
 from ..rerank import rank, score_candidates
 from ..validation import as_list, check_count, positions, validate_text, validate_texts
@@ -343,7 +343,7 @@ class QueuedEncoder:
         show_progress: bool | None = None,
         what: str = "texts",
     ) -> np.ndarray:
-        prefixes = [prefix] * len(texts) if isinstance(prefix, str) else list(prefix)
+        prefixes = per_text_prefixes(prefix, len(texts), what)
         self.tokens = self._service.count_tokens(texts, prefixes)
         submitted = self._queue.submit(list(texts), prefixes, self.tokens)
         return asyncio.run_coroutine_threadsafe(submitted, self._loop).result()
