@@ -84,6 +84,16 @@ class EncoderConfig(BaseModel):
         default=120.0, gt=0, description="Seconds to wait for one request to a served model."
     )
 
+    def given_options(self) -> dict[str, Any]:
+        """The options that were set, the key included: what rebuilds this configuration elsewhere
+        (another process, a Ray actor, an embedding function). Options left at their defaults stay
+        out, because a served model refuses local-only options even at their defaults; the key is
+        left out of every dump (so that it is never persisted) and added here by hand."""
+        options = self.model_dump(exclude_unset=True)
+        if self.api_key is not None:
+            options["api_key"] = self.api_key
+        return options
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

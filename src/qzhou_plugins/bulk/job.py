@@ -22,6 +22,7 @@ from typing import Any
 from ..config import EncoderConfig
 from ..encoder import Encoder, wants_progress
 from ..instructions import TaskLike, resolve_task
+from ..ray_cluster import ray_cluster
 from ..validation import check_count
 from .corpus import Corpus, open_source, scan_corpus
 from .formats import STORAGE_DTYPES
@@ -264,10 +265,8 @@ def _run_on_ray(work: _Work, pool: RayPool) -> None:
     from . import ray_job
 
     ray_module = ray_job.import_ray()
-    options = work.config.model_dump(exclude_unset=True)
-    if work.config.api_key is not None:
-        options["api_key"] = work.config.api_key  # left out of dumps so that it is never persisted
-    with ray_job.ray_cluster(ray_module, pool.address):
+    options = work.config.given_options()
+    with ray_cluster(ray_module, pool.address):
         ray_job.embed_on_ray(
             work.source,
             options=options,

@@ -13,10 +13,9 @@ from pathlib import Path
 
 from ..arguments import add_base_url, positive
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE
+from ..ray_cluster import LOCAL
 from .formats import EXPORT_PRECISIONS, STORAGE_DTYPES, export_quantized
 from .job import DEFAULT_SHARD_ROWS, SIDES, BulkResult, embed_corpus
-
-LOCAL_ADDRESS = "local"
 
 
 def _field_names(text: str) -> list[str]:
@@ -57,7 +56,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument(
         "--ray",
         nargs="?",
-        const=LOCAL_ADDRESS,
+        const=LOCAL,
         metavar="ADDRESS",
         help="run on Ray Data: no ADDRESS starts a local cluster; 'auto' or ray://host:10001 joins one "
         "(write --ray=ADDRESS, or put SOURCE first)",
@@ -98,7 +97,7 @@ def embed_from_arguments(args: argparse.Namespace) -> int:
         text_fields=args.text_fields,
         chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap,
-        ray=None if args.ray is None else (True if args.ray == LOCAL_ADDRESS else args.ray),
+        ray=None if args.ray is None else (True if args.ray == LOCAL else args.ray),
         actors=args.actors,
         gpus_per_actor=args.gpus_per_actor,
         dtype=args.dtype,

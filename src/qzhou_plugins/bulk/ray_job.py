@@ -27,7 +27,6 @@ import numpy as np
 
 from ..encoder import Encoder
 from ..instructions import TaskLike
-from ..ray_cluster import ray_cluster as ray_cluster  # bulk.job starts Ray through this module
 from ..ray_cluster import share_cpu_threads
 from .formats import storage_rows
 from .ids import IdHashes, hash_ids

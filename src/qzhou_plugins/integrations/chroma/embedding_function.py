@@ -76,11 +76,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         ``prefixes`` replays recorded (query, document) prefixes instead of deriving them from ``task``.
         """
         query_prefix, document_prefix = prefixes if prefixes is not None else (None, None)
-        # Only the options that were set: a served model's config refuses local-only options
-        # (device, dtype, ...), even at their defaults; the key is never dumped, so it is passed on.
-        options = encoder.config.model_dump(exclude_unset=True)
-        if encoder.config.api_key is not None:
-            options["api_key"] = encoder.config.api_key
+        options = encoder.config.given_options()
         function = cls(task=task, query_prefix=query_prefix, document_prefix=document_prefix, **options)
         function._encoder = encoder
         return function
