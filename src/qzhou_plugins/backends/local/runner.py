@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from ...config import EncoderConfig
-from ..base import BackendFacts
+from ..base import BackendFacts, EncoderOutOfMemoryError
 from . import registry
 from .batching import plan_batches
 from .loading import LoadedModel
@@ -29,12 +29,10 @@ from .pooling import pool
 
 logger = logging.getLogger("qzhou_plugins")
 
+__all__ = ["MOSTLY_UNKNOWN", "EncoderOutOfMemoryError", "LocalBackend"]
+
 MOSTLY_UNKNOWN = 0.5
 """A text with at least this share of unknown tokens is reported: its vector says little of it."""
-
-
-class EncoderOutOfMemoryError(RuntimeError):
-    """Even a single text does not fit in the device's memory."""
 
 
 class LocalBackend:
