@@ -307,7 +307,8 @@ def test_a_score_threshold_must_be_a_finite_number(encoder: Encoder, threshold: 
 
 
 def test_both_rerankers_order_as_the_one_rank_does_ties_included(encoder: Encoder) -> None:
-    texts = [TEXTS[2], TEXTS[0], TEXTS[2], TEXTS[1], TEXTS[0]]  # repeated texts tie exactly
+    texts = [TEXTS[2], TEXTS[0], TEXTS[2], TEXTS[1], TEXTS[0]]  # repeated texts tie exactly: each distinct
+    # text is embedded once per call, so its copies share one vector (Encoder.encode_with_prefix)
     scores = score_candidates(encoder, QUERY, texts, task="reranking")
     assert scores[0] == scores[2] and scores[1] == scores[4]
     expected = [candidate.index for candidate in rank(scores, top_n=4)]
@@ -318,3 +319,11 @@ def test_both_rerankers_order_as_the_one_rank_does_ties_included(encoder: Encode
     reranked = QZhouRerank(encoder=encoder, top_n=4).postprocess_nodes(nodes, query_str=QUERY)
     assert [int(result.node.node_id) for result in reranked] == expected
     np.testing.assert_allclose([result.score for result in reranked], scores[expected], atol=1e-6)
+
+
+@pytest.mark.parametrize("adapter", [*EMBEDDERS, *RERANKERS])
+@pytest.mark.parametrize("flag", ["x", "yes", 1])
+def test_yes_no_options_take_a_bool_only(adapter: type, flag: object) -> None:
+    """``show_progress="x"`` used to be read as true; any non-bool is now refused, as the core does."""
+    with pytest.raises(ValidationError, match="show_progress"):
+        adapter(model=DEMO_MODEL, show_progress=flag)

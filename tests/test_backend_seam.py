@@ -130,3 +130,39 @@ def test_the_llama_index_adapter_runs_on_the_test_backend() -> None:
     np.testing.assert_allclose(
         embed_model.get_text_embedding_batch(["tea", "coffee"]), encoder.encode_documents(["tea", "coffee"])
     )
+
+
+def test_each_distinct_text_is_embedded_once_and_equal_texts_get_equal_rows() -> None:
+    backend = HashingBackend()
+    encoder = Encoder(backend=backend)
+    texts = ["green tea", "black tea", "green tea", "oolong", "black tea"]
+    rows = encoder.encode_documents(texts)
+    assert backend.calls[-1] == ["green tea", "black tea", "oolong"]  # first-seen order
+    assert rows.shape == (5, DIMENSION)
+    np.testing.assert_array_equal(rows[[2, 4]], rows[[0, 1]])  # the very same row, by construction
+    np.testing.assert_array_equal(rows, backend.embed(texts))
+    # Equal texts with different prefixes are different texts for the model.
+    encoder.encode_with_prefix(["tea", "tea"], ["a ", "b "])
+    assert backend.calls[-1] == ["a tea", "b tea"]
+
+
+async def test_the_async_path_embeds_each_distinct_text_once_too() -> None:
+    class AsyncHashingBackend(HashingBackend):
+        async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+            return self.embed(texts)
+
+    backend = AsyncHashingBackend()
+    rows = await Encoder(backend=backend).aencode_documents(["tea", "coffee", "tea"])
+    assert backend.calls[-1] == ["tea", "coffee"]
+    np.testing.assert_array_equal(rows[2], rows[0])
+
+
+@pytest.mark.parametrize("flag", ["x", "no", 1, 0.0, [True]])
+async def test_show_progress_must_be_a_bool_or_none(flag: object) -> None:
+    encoder = Encoder(backend=HashingBackend())
+    with pytest.raises(TypeError, match=r"show_progress must be True, False or None, not"):
+        encoder.encode(["tea"], show_progress=flag)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"show_progress must be True, False or None, not"):
+        await encoder.aencode(["tea"], show_progress=flag)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="show_progress"):
+        Encoder(backend=HashingBackend(), show_progress=flag)

@@ -246,3 +246,20 @@ def test_rerank_is_a_deprecated_alias_of_rerank_candidates(collection: QZhouColl
         collection.query("coffee", rerank=3, rerank_candidates=3)
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="rerank must be a positive"):
         collection.query("coffee", rerank=0)
+
+
+def test_a_text_of_one_over_long_word_is_reported_on_the_collection_path(
+    collection: QZhouCollection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The demo model's WordPiece vocabulary turns a word of over 100 characters into one unknown
+    token: its vector says nothing of it, which ``add`` must say as the core does."""
+    with caplog.at_level("WARNING", logger="qzhou_plugins"):
+        collection.add([*TEXTS, "x" * 150])
+    reported = [r.getMessage() for r in caplog.records if "mostly unknown tokens" in r.getMessage()]
+    assert len(reported) == 1 and "1 of 4 texts" in reported[0] and "'xxxxx" in reported[0], reported
+
+
+def test_show_progress_must_be_a_bool(collection: QZhouCollection) -> None:
+    with pytest.raises(TypeError, match="show_progress must be True, False or None, not str 'x'"):
+        collection.add(TEXTS, show_progress="x")  # type: ignore[arg-type]
+    assert collection.count() == 0

@@ -64,7 +64,7 @@ def test_containers_that_would_be_misread_are_refused(minilm: Encoder, texts: ob
 def test_a_generator_is_embedded_not_consumed_by_validation(minilm: Encoder) -> None:
     expected = minilm.encode_documents(["tea", "coffee"])
     got = minilm.encode_documents(text for text in ["tea", "coffee"])  # type: ignore[arg-type]
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("instruction", [5, 1.5, ["a"], b"bytes", True])
@@ -119,7 +119,8 @@ def test_a_text_of_mostly_unknown_tokens_is_reported(
     with caplog.at_level(logging.WARNING, logger="qzhou_plugins"):
         minilm.encode(["tea is a drink", "x" * 300])
     messages = [r.getMessage() for r in caplog.records if "unknown tokens" in r.getMessage()]
-    assert len(messages) == 1 and "1 of 2 texts" in messages[0] and "position(s) 1)" in messages[0]
+    # Named by its beginning: the positions the backend sees are of distinct texts, not the caller's.
+    assert len(messages) == 1 and "1 of 2 texts" in messages[0] and "begins 'xxxxxxxx" in messages[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="qzhou_plugins"):
         minilm.encode(["tea is a drink", "green tea and black tea"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, field_validator, model_validator
 
 DEFAULT_MODEL = "Kingsoft-LLM/QZhou-Embedding"
 """The hub id of QZhou-Embedding, the model this package is built for."""
@@ -29,7 +29,8 @@ LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional")
 """Options of a model loaded in this process, which a served model decides on its server."""
 
 StrictCount = Annotated[int, Strict()]
-"""An int that is never a bool (``True`` would otherwise mean 1) nor a float or a numeric string."""
+"""An int that is never a bool (``True`` would otherwise mean 1) nor a float or a numeric string.
+The yes/no options are ``StrictBool`` for the same reason: ``"no"`` or ``0`` is refused, not read."""
 
 
 class EncoderConfig(BaseModel):
@@ -56,7 +57,9 @@ class EncoderConfig(BaseModel):
         gt=0,
         description="Token budget of one forward pass: texts x longest text in the batch, padding included.",
     )
-    normalize: bool = Field(default=True, description="L2-normalise vectors so that dot product = cosine.")
+    normalize: StrictBool = Field(
+        default=True, description="L2-normalise vectors so that dot product = cosine."
+    )
     pooling: Pooling | None = Field(
         default=None,
         description="None: the model family's own pooling (with base_url: the pooling the server applies).",
@@ -64,11 +67,11 @@ class EncoderConfig(BaseModel):
     attn_implementation: AttentionImplementation = Field(
         default="sdpa", description="Attention kernel: sdpa (default), eager, or flash_attention_2 (CUDA)."
     )
-    bidirectional: bool | None = Field(
+    bidirectional: StrictBool | None = Field(
         default=None,
         description="Force bidirectional attention on a decoder checkpoint; None: QZhou checkpoints only.",
     )
-    show_progress: bool | None = Field(
+    show_progress: StrictBool | None = Field(
         default=None, description="Progress bar; None shows it only for long jobs."
     )
     cache_dir: str | None = Field(

@@ -19,7 +19,7 @@ import numpy as np
 from .backends import Backend, BackendFacts, backend_for
 from .config import EncoderConfig
 from .instructions import TaskLike
-from .validation import validate_texts
+from .validation import check_flag, validate_texts
 
 PROGRESS_THRESHOLD = 256
 """Jobs of at least this many texts show a progress bar unless told otherwise."""
@@ -27,10 +27,29 @@ PROGRESS_THRESHOLD = 256
 
 def wants_progress(requested: bool | None, total: int | None, default: bool | None = None) -> bool:
     """Whether to show a progress bar: as asked, else as configured, else for long jobs only."""
+    check_flag(requested, what="show_progress")
     for choice in (requested, default):
         if choice is not None:
             return choice
     return total is None or total >= PROGRESS_THRESHOLD
+
+
+def distinct_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray | None]:
+    """The distinct texts of ``texts`` in first-seen order, and where each of ``texts`` is among them
+    (None when every text is distinct, so the common case copies nothing).
+
+    Embedding each distinct text once is what makes equal texts get exactly equal vectors: the float
+    sums of a forward pass depend on the batch a text lands in, so two copies of one text embedded in
+    two batches can differ in their last bits, and a reranker would then break a tie that is not one.
+    It also saves the work on corpora with repeated chunks (boilerplate, headers, duplicates).
+    """
+    position: dict[str, int] = {}
+    inverse = np.fromiter(
+        (position.setdefault(text, len(position)) for text in texts), dtype=np.intp, count=len(texts)
+    )
+    if len(position) == len(texts):
+        return list(texts), None
+    return list(position), inverse
 
 
 def per_text_prefixes(prefix: str | Sequence[str], count: int, what: str = "texts") -> list[str]:
@@ -212,13 +231,15 @@ class Encoder:
         concurrent calls are many requests in flight; a local model runs in a worker thread, where
         its forward passes queue on the model's lock, not on the loop.
         """
+        check_flag(show_progress, what="show_progress")
         aembed = getattr(self.backend, "aembed", None)
         if aembed is None or self._cache is not None:
             return await asyncio.to_thread(
                 self.encode_with_prefix, texts, prefix, show_progress=show_progress, what=what
             )
-        full = self._prefixed(texts, prefix, what)
-        return await aembed(full)  # type: ignore[no-any-return]
+        unique, inverse = distinct_texts(self._prefixed(texts, prefix, what))
+        vectors = await aembed(unique)
+        return vectors if inverse is None else vectors[inverse]  # type: ignore[no-any-return]
 
     def encode_with_prefix(
         self,
@@ -230,14 +251,19 @@ class Encoder:
     ) -> np.ndarray:
         """Embed ``prefix + text`` for each text; ``prefix`` is one string or one per text.
 
-        Every edge comes through here: the texts are validated (``what`` names them in errors) and
-        each distinct prefix is checked to leave room for text under ``max_length``.
+        Every edge comes through here: the texts are validated (``what`` names them in errors), each
+        distinct prefix is checked to leave room for text under ``max_length``, and each distinct
+        prefixed text is embedded once (:func:`distinct_texts`): equal texts get equal vectors.
         """
-        full = self._prefixed(texts, prefix, what)
-        show = wants_progress(show_progress, len(full), self.config.show_progress)
+        unique, inverse = distinct_texts(self._prefixed(texts, prefix, what))
+        show = wants_progress(show_progress, len(unique), self.config.show_progress)
         if self._cache is not None:
-            return self._cache.embed(full, lambda missing: self.backend.embed(missing, show_progress=show))
-        return self.backend.embed(full, show_progress=show)
+            vectors = self._cache.embed(
+                unique, lambda missing: self.backend.embed(missing, show_progress=show)
+            )
+        else:
+            vectors = self.backend.embed(unique, show_progress=show)
+        return vectors if inverse is None else vectors[inverse]
 
     def _prefixed(self, texts: Sequence[str], prefix: str | Sequence[str], what: str) -> list[str]:
         """Validated texts with their prefixes, each distinct prefix checked against max_length."""

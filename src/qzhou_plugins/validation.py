@@ -125,6 +125,16 @@ def check_count(value: Any, *, what: str, allow_none: bool = True, minimum: int 
     return value
 
 
+def check_flag(value: Any, *, what: str) -> bool | None:
+    """A yes/no option given by a user (``show_progress``): True, False or None, nothing else.
+
+    Python would take any value as true or false: ``show_progress="no"`` would show the bar.
+    """
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{what} must be True, False or None, not {type(value).__name__} {value!r}")
+    return value
+
+
 def check_score(value: Any, *, what: str) -> float | None:
     """A score threshold: a finite number or None (NaN would silently drop everything)."""
     if value is None:

@@ -33,6 +33,8 @@ __all__ = ["MOSTLY_UNKNOWN", "EncoderOutOfMemoryError", "LocalBackend"]
 
 MOSTLY_UNKNOWN = 0.5
 """A text with at least this share of unknown tokens is reported: its vector says little of it."""
+EXCERPT = 40
+"""Characters of a reported text shown in a warning."""
 
 
 class LocalBackend:
@@ -142,10 +144,16 @@ class LocalBackend:
                 self.loaded.position_limit,
             )
         ids = [encoding.ids for encoding in encodings]
-        self._report_unknown(ids, [encoding.special_tokens_mask for encoding in encodings])
+        self._report_unknown(texts, ids, [encoding.special_tokens_mask for encoding in encodings])
         return ids
 
-    def _report_unknown(self, ids: list[list[int]], special: list[list[int]]) -> None:
+    def _report_unknown(self, texts: list[str], ids: list[list[int]], special: list[list[int]]) -> None:
+        """Warn about texts that are mostly unknown tokens (a word over the tokenizer's word limit).
+
+        The texts are named by their beginning, not their position: what reaches the backend is the
+        encoder's distinct texts (or a collection's texts not yet stored), whose positions are not
+        the caller's.
+        """
         if self._unknown_id is None:
             return
         mostly = []
@@ -155,16 +163,15 @@ class LocalBackend:
             if real and unknown / real >= MOSTLY_UNKNOWN:
                 mostly.append(position)
         if mostly:
-            from ...validation import positions
-
+            first = texts[mostly[0]]
             logger.warning(
-                "%d of %d texts are mostly unknown tokens to %s's tokenizer (position(s) %s): their "
-                "vectors say little about them. Typical causes: words longer than the tokenizer's "
-                "word limit, or a script the vocabulary does not cover.",
+                "%d of %d texts are mostly unknown tokens to %s's tokenizer (the first begins %r): their "
+                "vectors say little about them. Typical causes: words longer than the tokenizer's word "
+                "limit, or a script the vocabulary does not cover.",
                 len(mostly),
                 len(ids),
                 self.config.model,
-                positions(mostly),
+                first if len(first) <= EXCERPT else first[:EXCERPT] + "...",
             )
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
