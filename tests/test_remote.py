@@ -103,7 +103,7 @@ def test_a_wrong_key_is_a_clear_error(
 def test_an_unreachable_server_is_a_clear_error(tiny_qzhou_path: str) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(RemoteBackendError, match=r"cannot be reached after 5 tries"):
-        Encoder(model=tiny_qzhou_path, base_url=url)
+        Encoder(model=tiny_qzhou_path, base_url=url, retry_backoff=0.01)
 
 
 def test_local_options_are_refused_beside_a_base_url(served: str, tiny_qzhou_path: str) -> None:
@@ -185,3 +185,25 @@ def test_a_remote_only_process_never_imports_torch(served: str, tiny_qzhou_path:
     )
     heavy = heavy_modules_after(code)
     assert "torch" not in heavy and "transformers" not in heavy, heavy
+
+
+async def test_many_concurrent_async_calls_equal_the_sync_path(remote: Encoder) -> None:
+    """Hundreds of calls in flight at once on one loop's session (single queries, small lists and one
+    list split into several requests), each getting its own rows: those of the sync path."""
+    import asyncio
+
+    from qzhou_plugins.langchain import QZhouEmbeddings
+
+    embeddings = QZhouEmbeddings(encoder=remote)
+    queries = [f"{QUERIES[i % 2]} ({i})" for i in range(64)]
+    lists = [[f"{TEXTS[(i + j) % 3]} [{i}.{j}]" for j in range(i % 4 + 1)] for i in range(24)]
+    long = [f"{TEXTS[i % 3]} <{i}>" for i in range(130)]  # 3 requests of at most 64 texts
+    answers = await asyncio.gather(
+        *(embeddings.aembed_query(query) for query in queries),
+        *(remote.aencode_documents(texts) for texts in lists),
+        remote.aencode_documents(long),
+    )
+    assert_same(answers[: len(queries)], remote.encode_queries(queries))
+    for texts, rows in zip(lists, answers[len(queries) : -1], strict=True):
+        assert_same(rows, remote.encode_documents(texts))
+    assert_same(answers[-1], remote.encode_documents(long))

@@ -27,6 +27,8 @@ Pooling = Literal["mean", "cls", "last", "max"]
 AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional")
 """Options of a model loaded in this process, which a served model decides on its server."""
+REMOTE_ONLY_OPTIONS = ("api_key", "timeout", "connect_timeout", "max_connections", "retries", "retry_backoff")
+"""Options of the HTTP client of a served model (``base_url``), which mean nothing to a model loaded here."""
 
 StrictCount = Annotated[int, Strict()]
 """An int that is never a bool (``True`` would otherwise mean 1) nor a float or a numeric string.
@@ -89,7 +91,29 @@ class EncoderConfig(BaseModel):
         description="Bearer key of the served model's API; None: the QZHOU_API_KEY environment variable.",
     )
     timeout: float = Field(
-        default=120.0, gt=0, description="Seconds to wait for one request to a served model."
+        default=120.0,
+        gt=0,
+        description="Seconds to wait for the answer to one request to a served model; over it, an error.",
+    )
+    connect_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to wait for a connection to a served model; over it, tried again as a refusal.",
+    )
+    max_connections: StrictCount = Field(
+        default=100,
+        gt=0,
+        description="Connections open at once to a served model: the sync client's and each event loop's.",
+    )
+    retries: StrictCount = Field(
+        default=4,
+        ge=0,
+        description="Tries again after 429, 502, 503, 504 or a connection error from a served model.",
+    )
+    retry_backoff: float = Field(
+        default=0.25,
+        ge=0,
+        description="Seconds before the first retry, doubled at each, unless the server sends Retry-After.",
     )
 
     def given_options(self) -> dict[str, Any]:
@@ -121,12 +145,20 @@ class EncoderConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _no_local_options_for_a_served_model(self) -> EncoderConfig:
+    def _options_of_where_the_model_runs(self) -> EncoderConfig:
+        """Refuse options of the other place: loading options beside a served model, client options
+        without one (they would be silently ignored, and the user believe them applied)."""
         local = sorted(self.model_fields_set & set(LOCAL_ONLY_OPTIONS))
         if self.base_url is not None and local:
             raise ValueError(
                 f"{', '.join(local)} decide(s) how a model is loaded here, but base_url={self.base_url!r} "
                 "names a served model: set them on the server instead"
+            )
+        remote = sorted(self.model_fields_set & set(REMOTE_ONLY_OPTIONS))
+        if self.base_url is None and remote:
+            raise ValueError(
+                f"{', '.join(remote)} configure(s) the HTTP client of a served model, but there is no "
+                "base_url: the model is loaded in this process. Give base_url, or leave them out"
             )
         return self
 

@@ -2,36 +2,32 @@
 
 Our client applies the instructions (the encoder hands it prefixed texts), so the server needs to
 know nothing of QZhou's prompt format: ours, vLLM, text-embeddings-inference or Infinity serve the
-same vectors. Large inputs are split into requests of bounded size sent concurrently; 429, 5xx and
-connection errors are retried with backoff (honouring ``Retry-After``); every other failure becomes
-a :class:`RemoteBackendError` that says which server answered what.
+same vectors. Large inputs are split into requests of bounded size sent concurrently; how requests
+travel, are limited, timed out and retried is :mod:`.transport`'s business, and every failure
+becomes a :class:`RemoteBackendError` that says which server answered what.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import numpy as np
 
 from ..config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig
 from ..instructions import QZHOU_PROMPT_STYLE, PromptStyle
 from .base import BackendFacts, unit_rows
+from .transport import Answer, RemoteBackendError, Transport
+
+__all__ = ["RemoteBackend", "RemoteBackendError"]
 
 REQUEST_TEXTS = 64
 """Texts per request: small enough for any server's limits, large enough to batch well there."""
 CONCURRENT_REQUESTS = 4
-RETRIES = 4
-RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-class RemoteBackendError(RuntimeError):
-    """The served model could not be used; the message names the server and its answer."""
+"""Requests in flight for one call's texts (many concurrent calls are many more)."""
 
 
 class RemoteBackend:
@@ -42,9 +38,7 @@ class RemoteBackend:
             raise ValueError("RemoteBackend needs EncoderConfig.base_url")
         self.config = config
         self.base_url = config.base_url
-        key = config.api_key
-        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(timeout=config.timeout, headers=self._headers)
+        self.transport = Transport(config)
         self._facts = self._learn_facts()
 
     @property
@@ -86,9 +80,9 @@ class RemoteBackend:
 
     def _model_entry(self) -> dict[str, Any]:
         """This model's entry of ``GET /models`` ({} when the server does not list it)."""
-        response = self._send("GET", "/models")
+        answer = self.transport.request("GET", "/models")
         try:
-            listed = (response.json().get("data") or []) if response.status_code == 200 else []
+            listed = (answer.json().get("data") or []) if answer.status == 200 else []
         except (ValueError, AttributeError):
             listed = []  # not a model list: the probe in _learn_facts tells the rest
         entries = [e for e in listed if isinstance(e, dict) and e.get("id") == self.config.model]
@@ -109,14 +103,15 @@ class RemoteBackend:
         chunks = [list(texts[i : i + REQUEST_TEXTS]) for i in range(0, len(texts), REQUEST_TEXTS)]
         if not chunks:
             return np.zeros((0, self.facts.dimension), dtype=np.float32)
+        if len(chunks) == 1:  # the common case of a query: no semaphore, no gather
+            return self._finish(await self._apost_embeddings(chunks[0]))
         limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
-        async with httpx.AsyncClient(timeout=self.config.timeout, headers=self._headers) as client:
 
-            async def one(chunk: list[str]) -> np.ndarray:
-                async with limit:
-                    return await self._apost_embeddings(client, chunk)
+        async def one(chunk: list[str]) -> np.ndarray:
+            async with limit:
+                return await self._apost_embeddings(chunk)
 
-            rows = await asyncio.gather(*(one(chunk) for chunk in chunks))
+        rows = await asyncio.gather(*(one(chunk) for chunk in chunks))
         return self._finish(np.concatenate(rows))
 
     def _finish(self, rows: np.ndarray) -> np.ndarray:
@@ -129,53 +124,21 @@ class RemoteBackend:
         return {"model": self.config.model, "input": texts, "encoding_format": "base64"}
 
     def _post_embeddings(self, texts: list[str]) -> np.ndarray:
-        response = self._send("POST", "/embeddings", json=self._body(texts))
-        return self._rows(response, len(texts))
+        return self._rows(self.transport.request("POST", "/embeddings", self._body(texts)), len(texts))
 
-    async def _apost_embeddings(self, client: httpx.AsyncClient, texts: list[str]) -> np.ndarray:
-        for attempt in range(RETRIES + 1):
-            try:
-                response = await client.post(self.base_url + "/embeddings", json=self._body(texts))
-            except httpx.TransportError as error:
-                if attempt == RETRIES:
-                    raise self._unreachable(error) from None
-                await asyncio.sleep(_backoff(attempt, None))
-                continue
-            if response.status_code not in RETRIED_STATUSES or attempt == RETRIES:
-                return self._rows(response, len(texts))
-            await asyncio.sleep(_backoff(attempt, response))
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _apost_embeddings(self, texts: list[str]) -> np.ndarray:
+        return self._rows(await self.transport.arequest("POST", "/embeddings", self._body(texts)), len(texts))
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One request, retried on connection errors, 429 and 5xx with exponential backoff."""
-        for attempt in range(RETRIES + 1):
-            try:
-                response = self._client.request(method, self.base_url + path, **kwargs)
-            except httpx.TransportError as error:
-                if attempt == RETRIES:
-                    raise self._unreachable(error) from None
-                time.sleep(_backoff(attempt, None))
-                continue
-            if response.status_code not in RETRIED_STATUSES or attempt == RETRIES:
-                return response
-            time.sleep(_backoff(attempt, response))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _unreachable(self, error: Exception) -> RemoteBackendError:
-        return RemoteBackendError(
-            f"the embedding server at {self.base_url} cannot be reached after {RETRIES + 1} tries "
-            f"({type(error).__name__}: {error})"
-        )
-
-    def _rows(self, response: httpx.Response, expected: int) -> np.ndarray:
-        """The float32 rows of an embeddings response, in input order, or a clear error."""
-        if response.status_code != 200:
+    def _rows(self, answer: Answer, expected: int) -> np.ndarray:
+        """The float32 rows of an embeddings answer, in input order, or a clear error."""
+        if answer.status != 200:
+            tries = f" (after {answer.tries} tries)" if answer.tries > 1 else ""
             raise RemoteBackendError(
-                f"the embedding server at {self.base_url} answered {response.status_code}: "
-                f"{_error_message(response)}"
+                f"the embedding server at {self.base_url} answered {answer.status}{tries}: "
+                f"{_error_message(answer)}"
             )
         try:
-            data = sorted(response.json()["data"], key=lambda item: item["index"])
+            data = sorted(answer.json()["data"], key=lambda item: item["index"])
             rows = [_decode(item["embedding"]) for item in data]
         except (ValueError, KeyError, TypeError) as error:
             raise RemoteBackendError(
@@ -198,24 +161,14 @@ def _decode(embedding: Any) -> np.ndarray:
     return np.asarray(embedding, dtype=np.float32)
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(answer: Answer) -> str:
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
-        return response.text[:300] or response.reason_phrase
+        return answer.body.decode("utf-8", "replace")[:300] or answer.reason
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"])
     return (
         str(body.get("detail") or body.get("message") or body)[:300] if isinstance(body, dict) else str(body)
     )
-
-
-def _backoff(attempt: int, response: httpx.Response | None) -> float:
-    """Seconds before the next try: the server's Retry-After when given, else 0.25 s doubling."""
-    if response is not None:
-        try:
-            return min(float(response.headers.get("retry-after", "")), 30.0)
-        except ValueError:
-            pass
-    return 0.25 * 2**attempt
