@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import re
 import signal
@@ -448,10 +449,11 @@ def test_clients_that_go_away_do_not_wedge_the_server(minilm_server: ServerProce
 
 @pytest.fixture(scope="module")
 def restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], ServerProcess]]:
-    """MiniLM that lets 2 texts wait and takes 16 texts and 4,000 tokens per request; started again
-    if a test (SIGTERM) has stopped it."""
+    """MiniLM that lets 2 texts wait and takes 16 texts, 4,000 tokens and 100,000 bytes per request;
+    started again if a test (SIGTERM) has stopped it."""
     started: list[ServerProcess] = []
     options = ("--max-queue", "2", "--max-inputs", "16", "--max-request-tokens", "4000")
+    options += ("--max-body-bytes", str(RESTRICTED_BODY_BYTES))
 
     def running() -> ServerProcess:
         if not started or started[-1].process.poll() is not None:
@@ -464,6 +466,11 @@ def restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
     finally:
         for server in started:
             stop(server)
+
+
+RESTRICTED_BODY_BYTES = 100_000
+MINILM_TEXT_CHARACTERS = 128 * 256
+"""The server's character limit per text for all-MiniLM-L6-v2: 128 per token of its max_length."""
 
 
 def long_texts(count: int) -> list[str]:
@@ -481,6 +488,106 @@ def test_requests_over_the_limits_get_413(restricted_server: Callable[[], Server
     assert too_long.status_code == 413, too_long.text
     assert "4096 tokens" in too_long.json()["error"]["message"]
     assert too_long.json()["error"]["code"] == "too_many_tokens"
+
+
+def post_bytes(server: ServerProcess, path: str, content: Any) -> httpx.Response:
+    """A raw body: bytes (sent with Content-Length) or an iterator of bytes (sent chunked)."""
+    headers = {**server.headers, "Content-Type": "application/json"}
+    return httpx.post(server.url + path, content=content, headers=headers, timeout=120)
+
+
+def chunks(total: int, sent: list[int], size: int = 65_536) -> Iterator[bytes]:
+    """``total`` bytes of body in pieces, counting in ``sent`` what the server let the client send."""
+    for _ in range(total // size):
+        sent[0] += size
+        yield b"x" * size
+
+
+def test_bodies_and_texts_over_the_limits_get_413_on_both_routes(
+    restricted_server: Callable[[], ServerProcess],
+) -> None:
+    server = restricted_server()
+    refused = server.metric('qzhou_errors_total{code="body_too_large",route="/v1/embeddings"}')
+    fits = {"input": ["x" * 30_000, "y" * 30_000, "z" * 30_000]}  # 90 kB: under 100,000 bytes
+    assert server.post("/v1/embeddings", fits).status_code == 200
+    over = json.dumps({"input": ["x" * 30_000] * 4}).encode()  # 120 kB
+    rerank = json.dumps({"query": "q", "documents": ["x" * 30_000] * 4}).encode()
+    sent = [0]
+    for path, content in (
+        ("/v1/embeddings", over),
+        ("/v1/rerank", rerank),
+        ("/v1/embeddings", chunks(64 * 2**20, sent)),  # 64 MiB, chunked: no Content-Length
+    ):
+        answer = post_bytes(server, path, content)
+        assert answer.status_code == 413, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "body_too_large" and "at most 100000 bytes" in error["message"], error
+        assert "--max-body-bytes" in error["message"]
+    assert sent[0] < 32 * 2**20, sent  # the server stopped reading soon after the limit
+    assert server.metric('qzhou_errors_total{code="body_too_large",route="/v1/embeddings"}') == refused + 2
+    longest = "t" * (MINILM_TEXT_CHARACTERS + 1)
+    for path, body, param in (
+        ("/v1/embeddings", {"input": ["fine", longest]}, "input"),
+        ("/v1/rerank", {"query": longest, "documents": ["fine"]}, "query"),
+        ("/v1/rerank", {"query": "q", "documents": ["fine", {"text": longest}]}, "documents"),
+    ):
+        answer = server.post(path, body)
+        assert answer.status_code == 413, answer.text
+        error = answer.json()["error"]
+        assert (error["code"], error["param"]) == ("text_too_long", param), error
+        assert f"at most {MINILM_TEXT_CHARACTERS} per text" in error["message"]
+    assert (
+        "input at position(s) 1 holds 32769 characters"
+        in server.post("/v1/embeddings", {"input": ["fine", longest]}).json()["error"]["message"]
+    )
+    just = "w " * (MINILM_TEXT_CHARACTERS // 2)  # at the limit: embedded (and truncated)
+    assert server.post("/v1/embeddings", {"input": [just]}).status_code == 200
+
+
+def test_huge_requests_are_refused_at_once_while_small_ones_keep_going(minilm_server: ServerProcess) -> None:
+    """The issue's case: one 64 MB string used to be tokenised in full (no answer in 120 s). Sent at
+    the same time as small requests: the big ones get 413 at once, the small ones their vectors."""
+    huge = json.dumps({"input": "a " * (32 * 1024 * 1024)}).encode()  # 64 MB, over the 16 MiB default
+    long = {"input": "word " * 400_000}  # 2 MB: under the body limit, 2,000,000 characters in one text
+    timings: dict[str, float] = {}
+
+    def timed(name: str, send: Callable[[], httpx.Response]) -> httpx.Response:
+        start = time.monotonic()
+        answer = send()
+        timings[name] = time.monotonic() - start
+        return answer
+
+    sent = [0]
+    with ThreadPoolExecutor(max_workers=11) as pool:
+        smalls = [
+            pool.submit(
+                timed, f"small {i}", lambda i=i: minilm_server.post("/v1/embeddings", {"input": f"q {i}"})
+            )
+            for i in range(8)
+        ]
+        big = pool.submit(
+            timed, "64 MB, Content-Length", lambda: post_bytes(minilm_server, "/v1/embeddings", huge)
+        )
+        chunked = pool.submit(
+            timed,
+            "64 MB, chunked",
+            lambda: post_bytes(minilm_server, "/v1/embeddings", chunks(len(huge), sent)),
+        )
+        one_text = pool.submit(
+            timed, "one 2M-character text", lambda: minilm_server.post("/v1/embeddings", long)
+        )
+        answers = [small.result(timeout=120) for small in smalls]
+        refused = [big.result(timeout=120), chunked.result(timeout=120), one_text.result(timeout=120)]
+    print("seconds to answer:", {name: round(seconds, 3) for name, seconds in sorted(timings.items())})
+    assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
+    codes = [answer.json()["error"]["code"] for answer in refused]
+    assert [a.status_code for a in refused] == [413] * 3 and codes == ["body_too_large"] * 2 + [
+        "text_too_long"
+    ]
+    assert sent[0] < len(huge) // 2, sent
+    # Generous bounds (a shared 2-core machine): refusing costs no tokenisation, and waits for none.
+    assert max(timings[name] for name in ("64 MB, Content-Length", "64 MB, chunked")) < 30, timings
+    assert timings["one 2M-character text"] < 30 and max(timings.values()) < 60, timings
 
 
 def test_a_full_queue_answers_503_with_retry_after(restricted_server: Callable[[], ServerProcess]) -> None:
@@ -558,4 +665,6 @@ def test_options_defaults_and_the_key_from_the_environment(monkeypatch: pytest.M
     assert settings_from_arguments(parser.parse_args([])).api_key == "from-the-environment"
     assert settings_from_arguments(parser.parse_args(["--api-key", "given"])).api_key == "given"
     assert settings_from_arguments(parser.parse_args(["--no-batching"])).batching is False
+    assert settings.max_body_bytes == 16 * 1024 * 1024
+    assert settings_from_arguments(parser.parse_args(["--max-body-bytes", "1000"])).max_body_bytes == 1000
     assert serve_from_arguments(parser.parse_args(["--device", "nonsense"])) == 2  # before any loading

@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, Response  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..encoder import Encoder  # noqa: E402
 from .errors import RETRY_AFTER_SECONDS, ApiError, install_error_handlers  # noqa: E402
+from .limits import BodyLimitMiddleware  # noqa: E402
 from .metrics import MetricsMiddleware, ServerMetrics  # noqa: E402
 from .schemas import EmbeddingRequest, EmbeddingResponse, ModelList, RerankRequest, RerankResponse  # noqa: E402
 from .service import EmbeddingService  # noqa: E402
@@ -125,6 +126,8 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     install_error_handlers(app, metrics)
+    # Inside the metrics (the last added is the outermost), so that refused bodies are counted too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
     add_routes(app, service, metrics, bearer_key_check(settings.api_key))
     return app

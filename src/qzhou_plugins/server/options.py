@@ -101,6 +101,7 @@ def _add_limit_arguments(group: argparse._ArgumentGroup) -> None:
         ("--max-queue", "texts that may wait for the model before requests get 503"),
         ("--max-inputs", "texts per request, over it 413"),
         ("--max-request-tokens", "tokens per request, instructions included, over it 413"),
+        ("--max-body-bytes", "bytes of one request body, over it 413 before the body is read"),
     ):
         default = getattr(_DEFAULTS, flag[2:].replace("-", "_"))
         add(flag, type=positive_int, default=default, metavar="N", help=f"{what} (default: %(default)s)")
@@ -139,6 +140,7 @@ def settings_from_arguments(args: argparse.Namespace) -> ServerSettings:
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,
         max_request_tokens=args.max_request_tokens,
+        max_body_bytes=args.max_body_bytes,
         batch_wait_ms=args.batch_wait_ms,
         batching=args.batching,
         log_level=args.log_level,

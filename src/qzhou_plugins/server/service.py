@@ -27,6 +27,7 @@ from ..instructions import TaskLike, TaskType
 from ..rerank import rank, score_candidates
 from ..validation import as_list, check_count, positions, validate_text, validate_texts
 from .errors import ApiError, unavailable
+from .limits import check_text_lengths
 from .metrics import ServerMetrics
 from .queue import EmbeddingQueue, QueueClosedError, QueueFullError
 from .schemas import EmbeddingRequest, InputType, RerankRequest
@@ -194,6 +195,12 @@ class EmbeddingService:
             )
         return total
 
+    def check_lengths(self, texts: Any, what: str, *, one: bool = False) -> None:
+        """413 for a text far longer than the model reads, before anything tokenises it."""
+        if isinstance(texts, list):
+            encoder, _ = self.ready()
+            check_text_lengths(texts, what, encoder.max_length, one=one)
+
     def check_items(self, count: int, what: str) -> None:
         if count > self.settings.max_inputs:
             raise ApiError(
@@ -211,6 +218,7 @@ class EmbeddingService:
         if is_token_arrays(value):
             raise ApiError(400, TOKEN_ARRAYS_MESSAGE, code="token_arrays_unsupported", param="input")
         items = [value] if isinstance(value, str) else value
+        self.check_lengths(items, "input")
         with core_errors("input"):
             texts = validate_texts(items, what="input")
         if not texts:
@@ -259,6 +267,7 @@ class EmbeddingService:
                 param="documents",
             )
         texts = [item["text"] if isinstance(item, dict) else item for item in items]
+        self.check_lengths(texts, "documents")
         with core_errors("documents"):
             checked = validate_texts(texts, what="documents")
         self.check_items(len(checked), "documents")
@@ -267,6 +276,7 @@ class EmbeddingService:
     async def rerank(self, request: RerankRequest) -> dict[str, Any]:
         _, queue = self.ready()
         self.side(request.model, None)
+        self.check_lengths([request.query], "query", one=True)
         with core_errors("query"):
             query = validate_text(request.query, what="query")
         with core_errors("top_n"):

@@ -45,6 +45,11 @@ class ServerSettings(BaseModel):
     max_request_tokens: StrictCount = Field(
         default=300_000, gt=0, description="Tokens in one request, instructions included (OpenAI: 300k)."
     )
+    max_body_bytes: StrictCount = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="Bytes of one request body, refused before it is read (Content-Length) or parsed.",
+    )
     batch_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="How long the first waiting request may wait for company."
     )
