@@ -135,9 +135,20 @@ def test_client_options_need_a_base_url_and_reach_both_clients(flaky: str) -> No
             EncoderConfig(model=MODEL, **option)
         with pytest.raises(ValidationError, match="configure"):
             QZhouEmbeddings(model=MODEL, **option)  # refused before any model is loaded
-    for bad in ({"max_connections": 0}, {"max_connections": True}, {"retries": -1}, {"connect_timeout": 0}):
+    bad_values = [
+        {"max_connections": 0},
+        {"max_connections": True},
+        {"retries": -1},
+        {"connect_timeout": 0},
+        {"timeout": True},  # not 1 second
+        {"timeout": "5"},
+        {"retry_backoff": float("nan")},
+    ]
+    for bad in bad_values:
         with pytest.raises(ValidationError, match=next(iter(bad))):
             EncoderConfig(model=MODEL, base_url=flaky + "/v1", **bad)
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            QZhouEmbeddings(model=MODEL, base_url=flaky + "/v1", **bad)
     tag = uuid.uuid4().hex[:12]
     options = {"max_connections": 2, "connect_timeout": 3.0, "timeout": 7.0}
     embeddings = QZhouEmbeddings(model=MODEL, base_url=f"{flaky}/{tag}/ok/v1", normalize=False, **options)

@@ -33,6 +33,8 @@ REMOTE_ONLY_OPTIONS = ("api_key", "timeout", "connect_timeout", "max_connections
 StrictCount = Annotated[int, Strict()]
 """An int that is never a bool (``True`` would otherwise mean 1) nor a float or a numeric string.
 The yes/no options are ``StrictBool`` for the same reason: ``"no"`` or ``0`` is refused, not read."""
+Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A finite number of seconds, int or float, never a bool or a numeric string."""
 
 
 class EncoderConfig(BaseModel):
@@ -90,12 +92,12 @@ class EncoderConfig(BaseModel):
         exclude=True,
         description="Bearer key of the served model's API; None: the QZHOU_API_KEY environment variable.",
     )
-    timeout: float = Field(
+    timeout: Seconds = Field(
         default=120.0,
         gt=0,
         description="Seconds to wait for the answer to one request to a served model; over it, an error.",
     )
-    connect_timeout: float = Field(
+    connect_timeout: Seconds = Field(
         default=10.0,
         gt=0,
         description="Seconds to wait for a connection to a served model; over it, tried again as a refusal.",
@@ -110,7 +112,7 @@ class EncoderConfig(BaseModel):
         ge=0,
         description="Tries again after 429, 502, 503, 504 or a connection error from a served model.",
     )
-    retry_backoff: float = Field(
+    retry_backoff: Seconds = Field(
         default=0.25,
         ge=0,
         description="Seconds before the first retry, doubled at each, unless the server sends Retry-After.",
