@@ -178,6 +178,12 @@ def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.Capture
         (["index", "{examples}", "-c", "x", "--chunk-overlap", "2000"], 2, "--chunk-overlap"),
         (["query", "tea", "-c", "nope", "--db", "{tmp}/absent-db"], 1, "no Chroma database at"),
         (["query", "tea", "-c", "tea", "--port", "8001"], 2, "--port needs --host"),
+        (["load", "{tmp}/absent", "-c", "tea", "--port", "8001"], 2, "--port needs --host"),
+        (
+            ["load", "{tmp}/absent", "-c", "x", "--db", "{tmp}/db", "--host", "h"],
+            2,
+            "not allowed with argument",
+        ),
         (["query", "tea", "-c", "tea", "--db", "{tmp}/db", "-k", "0"], 2, "-k must be at least 1"),
         (["query", " ", "-c", "tea", "--db", "{tmp}/db"], 2, "the query text is empty"),
         (["query", "\u200b\ufeff", "-c", "tea", "--db", "{tmp}/db"], 2, "the query text is empty"),

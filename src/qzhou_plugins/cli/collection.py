@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -23,8 +22,8 @@ from ..validation import has_content
 from .documents import find_files
 from .errors import DocumentError, UsageError
 from .options import PROG, remote_options
+from .where import add_where_options, check_where, describe_where, open_client
 
-DEFAULT_PORT = 8000
 ADD_BATCH = 128
 """Chunks handed to the collection per call: small enough for a progress bar that moves, and an
 interrupted run keeps everything added so far (the next run skips it)."""
@@ -100,20 +99,8 @@ def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max_length_help: str) -> None:
-    """Where the collection is, and the options it records (model, length), shared by both commands."""
-    parser.add_argument("--collection", "-c", required=True, metavar="NAME", help="Chroma collection name")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--db",
-        default=None,
-        metavar="DIR",
-        help="folder of a local (persistent) Chroma database (default: the 'chroma' folder of the "
-        "working directory, where QZhouCollection.open keeps one)",
-    )
-    where.add_argument("--host", default=None, help="Chroma server host, instead of a local --db")
-    parser.add_argument(
-        "--port", type=int, default=None, help=f"Chroma server port (default: {DEFAULT_PORT})"
-    )
+    """Where the collection is (as for ``load``), and the options it records (model, length)."""
+    add_where_options(parser)
     parser.add_argument("--model", default=None, help=model_help)
     parser.add_argument(
         "--max-length", type=positive_int, default=None, metavar="TOKENS", help=max_length_help
@@ -127,7 +114,7 @@ def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max
 def command_index(args: argparse.Namespace) -> int:
     if args.chunk_size < 1 or not 0 <= args.chunk_overlap < args.chunk_size:
         raise UsageError("--chunk-size must be positive and --chunk-overlap between 0 and the chunk size")
-    _check_where(args)
+    check_where(args)
     files = find_files(args.paths)
     documents = read_documents(files, args.chunk_size, args.chunk_overlap)
     for _file, reason in documents.binary:
@@ -149,7 +136,7 @@ def command_index(args: argparse.Namespace) -> int:
             progress.update(len(batch))
     read = len(files) - len(documents.binary)
     print(
-        f"Indexed {read} file(s) into collection {args.collection!r} ({_where(args)}): "
+        f"Indexed {read} file(s) into collection {args.collection!r} ({describe_where(args)}): "
         f"{added} chunk(s) added, {skipped_chunks} already there; the collection holds {collection.count()}."
     )
     if documents.empty:
@@ -160,7 +147,7 @@ def command_index(args: argparse.Namespace) -> int:
 
 
 def command_query(args: argparse.Namespace) -> int:
-    _check_where(args)
+    check_where(args)
     if not has_content(args.text):
         raise UsageError("the query text is empty (it has no visible character)")
     if args.k < 1:
@@ -230,47 +217,15 @@ def _open_collection(
     from ..chroma import CollectionNotFoundError, QZhouCollection
 
     options = {**remote_options(args), **options}
-
-    client = None
-    path = _database(args)
-    if args.host is not None:
-        import chromadb
-
-        client = chromadb.HttpClient(host=args.host, port=args.port or DEFAULT_PORT)
-        path = None
-    elif not create and not missing_ok and not Path(path).is_dir():
-        raise ValueError(
-            f"no Chroma database at {path}: index documents first "
-            f"(`{PROG} index PATH --collection {args.collection}`) or pass --db"
-        )
+    client = open_client(args, create=create or missing_ok)
     try:
         return QZhouCollection.open(
-            args.collection, path=path, client=client, model=args.model, create=create, **options
+            args.collection, client=client, model=args.model, create=create, **options
         )
     except CollectionNotFoundError:
         if missing_ok:
             raise
         raise ValueError(
-            f"no collection named {args.collection!r} in {_where(args)}; create it with "
+            f"no collection named {args.collection!r} in {describe_where(args)}; create it with "
             f"`{PROG} index PATH --collection {args.collection}`"
         ) from None
-
-
-def _database(args: argparse.Namespace) -> str:
-    """``--db``, or the folder QZhouCollection.open uses by default (one name for one default)."""
-    if args.db is not None:
-        return str(args.db)
-    from ..chroma import DEFAULT_PATH
-
-    return str(DEFAULT_PATH)
-
-
-def _where(args: argparse.Namespace) -> str:
-    if args.host is not None:
-        return f"Chroma server {args.host}:{args.port or DEFAULT_PORT}"
-    return f"database {_database(args)}"
-
-
-def _check_where(args: argparse.Namespace) -> None:
-    if args.port is not None and args.host is None:
-        raise UsageError("--port needs --host (a local --db has no port)")

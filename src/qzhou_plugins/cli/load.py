@@ -1,8 +1,9 @@
 """``load``: a finished ``embed`` output into a Chroma collection, its vectors stored as they are.
 
 No ``--model``: the output's fingerprint says which model and exact prefixes made the vectors, and
-a new collection is created with them (an existing one must match, or nothing is written). Chroma
-is imported when the command runs, never for ``--help``.
+a new collection is created with them (an existing one must match, or nothing is written). The
+collection is found as ``index`` and ``query`` find theirs (``--db``, or ``--host``/``--port`` of a
+Chroma server: :mod:`.where`). Chroma is imported when the command runs, never for ``--help``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arguments import positive_int
+from .where import add_where_options, describe_where, open_client
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -26,14 +28,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "texts become the documents if it kept them (`embed --with-text`).",
     )
     load.add_argument("output", metavar="DIR", type=Path, help="a finished `embed --out` folder")
-    load.add_argument("--collection", "-c", required=True, metavar="NAME", help="Chroma collection name")
-    load.add_argument(
-        "--db",
-        default=None,
-        metavar="DIR",
-        help="folder of a local (persistent) Chroma database (default: the 'chroma' folder of the "
-        "working directory, as for index and query)",
-    )
+    add_where_options(load)
     load.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N", help="vectors per write (default: 1024)"
     )
@@ -41,15 +36,15 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def command_load(args: argparse.Namespace) -> int:
-    from ..chroma import DEFAULT_PATH, QZhouCollection
+    from ..chroma import QZhouCollection
 
-    database = str(args.db if args.db is not None else DEFAULT_PATH)
-    collection = QZhouCollection.open_precomputed(args.collection, args.output, path=database)
+    client = open_client(args, create=True)
+    collection = QZhouCollection.open_precomputed(args.collection, args.output, client=client)
     options = {} if args.batch_size is None else {"batch_size": args.batch_size}
     result = collection.add_precomputed(args.output, **options)
     query_prefix, document_prefix = collection.embedding_function.prefixes
     print(
-        f"Loaded {args.output} into collection {args.collection!r} (database {database}): "
+        f"Loaded {args.output} into collection {args.collection!r} ({describe_where(args)}): "
         f"{result.added} vector(s) added, {result.skipped} already there; the collection holds "
         f"{collection.count()}.\nModel {collection.model}, query prefix {query_prefix!r}, document prefix "
         f"{document_prefix!r}: queries and new texts are embedded as the output's vectors were."

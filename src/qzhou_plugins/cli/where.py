@@ -1,0 +1,79 @@
+"""Where a command's collection is: ``--collection``, and ``--db`` or ``--host``/``--port``.
+
+``index``, ``query`` and ``load`` define these flags here and open the Chroma client here, so the
+three read alike and reach a collection the same way: a local (persistent) database folder, or a
+``chroma run`` server. Chroma is imported when a command runs, never for ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .options import PROG
+
+DEFAULT_PORT = 8000
+"""The port ``chroma run`` listens on unless told otherwise."""
+
+
+def add_where_options(parser: argparse.ArgumentParser) -> None:
+    """``--collection``, and either a local ``--db`` or a server's ``--host`` (with ``--port``)."""
+    parser.add_argument("--collection", "-c", required=True, metavar="NAME", help="Chroma collection name")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--db",
+        default=None,
+        metavar="DIR",
+        help="folder of a local (persistent) Chroma database (default: the 'chroma' folder of the "
+        "working directory, where QZhouCollection.open keeps one)",
+    )
+    where.add_argument("--host", default=None, help="Chroma server host, instead of a local --db")
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"Chroma server port, with --host (default: {DEFAULT_PORT})"
+    )
+
+
+def check_where(args: argparse.Namespace) -> None:
+    """The flags' combination, checked before any work (argparse cannot say "--port needs --host")."""
+    if args.port is not None and args.host is None:
+        raise UsageError("--port needs --host (a local --db has no port)")
+
+
+def open_client(args: argparse.Namespace, *, create: bool) -> Any:
+    """The Chroma client of ``--db`` or ``--host``/``--port``.
+
+    A local database that does not exist is created only with ``create``; otherwise it is a one-line
+    error saying how to make one, rather than an empty folder left behind by a mistyped ``--db``.
+    """
+    check_where(args)
+    if args.host is not None:
+        import chromadb
+
+        return chromadb.HttpClient(host=args.host, port=args.port or DEFAULT_PORT)
+    from ..integrations.chroma.opening import connect
+
+    path = database(args)
+    if not create and not Path(path).is_dir():
+        raise ValueError(
+            f"no Chroma database at {path}: index documents first "
+            f"(`{PROG} index PATH --collection {args.collection}`) or pass --db"
+        )
+    return connect(path, None)
+
+
+def database(args: argparse.Namespace) -> str:
+    """``--db``, or the folder QZhouCollection.open uses by default (one name for one default)."""
+    if args.db is not None:
+        return str(args.db)
+    from ..chroma import DEFAULT_PATH
+
+    return str(DEFAULT_PATH)
+
+
+def describe_where(args: argparse.Namespace) -> str:
+    """``Chroma server HOST:PORT`` or ``database DIR``, for the commands' messages."""
+    if args.host is not None:
+        return f"Chroma server {args.host}:{args.port or DEFAULT_PORT}"
+    return f"database {database(args)}"
