@@ -62,6 +62,15 @@ def stored(out: Path) -> dict[str, np.ndarray]:
     return dict(zip(ids, vectors, strict=True))
 
 
+def stored_metadata(out: Path) -> dict[str, dict[str, Any] | None]:
+    """id -> metadata of an output, read back from the JSON text of its metadata column."""
+    table = pq.read_table(out, columns=["id", "metadata"]).to_pydict()
+    return {
+        ident: None if text is None else json.loads(text)
+        for ident, text in zip(table["id"], table["metadata"], strict=True)
+    }
+
+
 def cosines(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> np.ndarray:
     assert first.keys() == second.keys()
     a = np.stack([first[i] for i in first])
@@ -109,11 +118,13 @@ def reference(corpus_rows: list[dict[str, str]], scifact_dir: Path) -> dict[str,
 
 
 def test_the_output_is_plain_parquet_with_the_fingerprint_and_a_manifest(
-    finished: Path, reference: dict[str, np.ndarray]
+    finished: Path, reference: dict[str, np.ndarray], corpus_rows: list[dict[str, str]]
 ) -> None:
     vectors = stored(finished)
     assert vectors.keys() == reference.keys()  # every corpus id, once
     assert cosines(vectors, reference).min() >= 0.99999
+    # each record's other fields beside its vector: for a BEIR corpus, its title
+    assert stored_metadata(finished) == {row["_id"]: {"title": row["title"]} for row in corpus_rows}
     schema = pq.read_schema(next(finished.glob("part-*.parquet")))
     assert schema.field("id").type == pa.string()
     assert schema.field("embedding").type == pa.list_(pa.float32(), 384)
@@ -303,6 +314,17 @@ GOOD = {"_id": "a", "title": "T", "text": "some text"}
         ),
         ([json.dumps({"_id": "n", "title": "T", "text": 5})], r"field 'text' of id 'n' must be a string"),
         (["[1, 2]"], r"c\.jsonl:1: expected a JSON object"),
+        # metadata that `QZhouCollection.add` (and so `load`) would refuse, refused here first
+        ([json.dumps({**GOOD, "$and": 1})], r"c\.jsonl:1: metadata has the key '\$and': Chroma reserves"),
+        (['{"_id": "a", "title": "T", "text": "x", "year": NaN}'], r"c\.jsonl:1: field 'year' is NaN"),
+        (
+            [json.dumps({**GOOD, "n": 2**64})],
+            r"c\.jsonl:1: field 'n' is 18446744073709551616, beyond the 64-bit",
+        ),
+        (
+            ['{"_id": "a", "title": "T", "text": "x", "by": "\\udfff"}'],
+            r"c\.jsonl:1: field 'by' holds a lone surrogate",
+        ),
     ],
 )
 def test_bad_corpus_lines_are_named_before_any_model_work(
@@ -325,6 +347,58 @@ def test_bad_parquet_sources_are_named(tmp_path: Path) -> None:
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(CorpusError, match=r"bad\.parquet: not a readable parquet file"):
         embed_corpus(tmp_path / "bad.parquet", tmp_path / "out", model="none")
+
+
+def metadata_of(source: Any) -> list[dict[str, Any] | None]:
+    """Each row's metadata as a source reads it (no model: what the scan checks and the shards keep)."""
+    return [None if text is None else json.loads(text) for rows in source.batches() for text in rows.metadata]
+
+
+def test_record_metadata_is_the_other_fields_or_the_ones_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = [
+        {"_id": "a", "title": "Tea", "text": "Green.", "year": 2020, "tags": ["x"], "meta": {}, "url": None},
+        {"_id": "b", "title": "Coffee", "text": "Roasted.", "source": "pubmed", "ok": True, "score": 0.5},
+    ]
+    corpus = write_jsonl(tmp_path / "c.jsonl", records)
+    default = [
+        {
+            "title": "Tea",
+            "year": 2020,
+            "tags": '["x"]',
+        },  # nested as JSON text, as index keeps it; no null or {}
+        {"title": "Coffee", "source": "pubmed", "ok": True, "score": 0.5},  # names as given
+    ]
+    assert metadata_of(open_source(corpus)) == default
+    assert metadata_of(open_source(corpus, text_fields=["text"])) == default
+    assert metadata_of(open_source(corpus, metadata_fields=["year", "url"])) == [{"year": 2020}, None]
+    assert metadata_of(open_source(corpus, metadata_fields=[])) == [None, None]
+    with pytest.raises(ValueError, match="the id field '_id' is each row's id, not metadata"):
+        open_source(corpus, metadata_fields=["_id"])
+    table = pa.table(
+        {
+            "_id": ["a", "b"],
+            "title": ["Tea", "Coffee"],
+            "text": ["Green.", "Roasted."],
+            "year": pa.array([2020, None], pa.int64()),
+            "tags": [["x"], ["y", "z"]],
+            "seen": pa.array([0, 1], pa.timestamp("s")),
+        }
+    )
+    pq.write_table(table, tmp_path / "c.parquet")
+    parquet = open_source(tmp_path / "c.parquet")
+    assert "column(s) 'seen' left out of the metadata" in caplog.text
+    assert metadata_of(parquet) == [
+        {"title": "Tea", "year": 2020, "tags": '["x"]'},
+        {"title": "Coffee", "tags": '["y", "z"]'},
+    ]
+    with pytest.raises(
+        CorpusError, match=r"c\.parquet: column 'seen' is timestamp\[\w+\], which Chroma cannot"
+    ):
+        open_source(tmp_path / "c.parquet", metadata_fields=["seen"])
+    with pytest.raises(CorpusError, match=r"c\.parquet: no column 'nope'"):
+        open_source(tmp_path / "c.parquet", metadata_fields=["nope"])
 
 
 def test_bad_arguments_are_refused_before_reading(tmp_path: Path) -> None:
@@ -409,10 +483,14 @@ def test_the_command_line(tmp_path: Path, corpus_file: Path, capsys: pytest.Capt
         "--dtype",
         "float16",
     ]
-    args = parser.parse_args([*flags, "--export", "int8"])
+    args = parser.parse_args([*flags, "--export", "int8", "--no-metadata"])
     assert embed_from_arguments(args) == 0
     printed = capsys.readouterr().out
     assert "Embedded 200 row(s)" in printed and "float16" in printed
+    assert set(stored_metadata(out).values()) == {None}
+    assert parser.parse_args([*flags, "--metadata-fields", "title,year"]).metadata_fields == ["title", "year"]
+    with pytest.raises(SystemExit):  # one or the other
+        parser.parse_args([*flags, "--metadata-fields", "title", "--no-metadata"])
     assert read_manifest(tmp_path / "cli-int8")["quantization"]["precision"] == "int8"
     assert parser.parse_args([*flags, "--ray"]).ray == "local"
     assert parser.parse_args([*flags, "--ray=auto", "--actors", "2"]).ray == "auto"
@@ -427,26 +505,27 @@ CHUNKING = ["--chunk-size", "400", "--chunk-overlap", "40"]
 """Smaller chunks than the default, so that files give several and the flags are seen to reach both."""
 
 
+Indexed = dict[str, tuple[str, np.ndarray, dict[str, Any]]]
+
+
 @pytest.fixture(scope="module")
-def indexed_documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, np.ndarray]]:
-    """id -> (text, vector) of the example documents as ``qzhou-plugins index`` stores them in Chroma."""
+def indexed_documents(tmp_path_factory: pytest.TempPathFactory) -> Indexed:
+    """id -> (text, vector, metadata) of the example documents as ``qzhou-plugins index`` stores them."""
     chromadb = pytest.importorskip("chromadb")
     database = tmp_path_factory.mktemp("index") / "db"
     flags = ["-c", "notes", "--db", str(database), "--model", DEMO_MODEL, "--max-length", str(MAX_LENGTH)]
     assert cli_main(["index", str(DOCUMENTS), *flags, *CHUNKING]) == 0
     stored = chromadb.PersistentClient(path=str(database)).get_collection("notes")
-    found = stored.get(include=["documents", "embeddings"])
-    return {
-        ident: (text, np.asarray(vector, dtype=np.float32))
-        for ident, text, vector in zip(found["ids"], found["documents"], found["embeddings"], strict=True)
-    }
+    found = stored.get(include=["documents", "embeddings", "metadatas"])
+    rows = zip(found["ids"], found["documents"], found["embeddings"], found["metadatas"], strict=True)
+    return {ident: (text, np.asarray(vector, np.float32), metadata) for ident, text, vector, metadata in rows}
 
 
 def test_documents_get_the_chunks_and_ids_that_index_stores(
-    tmp_path: Path, indexed_documents: dict[str, tuple[str, np.ndarray]], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, indexed_documents: Indexed, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`embed` of a folder and `index` of it agree chunk for chunk: same ids, texts and vectors, so
-    that loading the output into Chroma gives the collection `index` would have built."""
+    """`embed` of a folder and `index` of it agree chunk for chunk: same ids, texts, metadata and
+    vectors, so that loading the output into Chroma gives the collection `index` would have built."""
     out = tmp_path / "out"
     flags = ["--out", str(out), "--model", DEMO_MODEL, "--max-length", str(MAX_LENGTH), "--with-text"]
     assert cli_main(["embed", str(DOCUMENTS), *flags, *CHUNKING]) == 0
@@ -455,9 +534,11 @@ def test_documents_get_the_chunks_and_ids_that_index_stores(
     assert sorted(table["id"]) == sorted(indexed_documents)  # every chunk, once, under index's id
     assert len(indexed_documents) > len(list(DOCUMENTS.iterdir()))  # several chunks per file
     assert {i: t for i, t in zip(table["id"], table["text"], strict=True)} == {
-        i: text for i, (text, _) in indexed_documents.items()
+        i: text for i, (text, _, _) in indexed_documents.items()
     }
-    vectors = cosines(stored(out), {i: vector for i, (_, vector) in indexed_documents.items()})
+    # source, line (.jsonl) and chunk, and a .jsonl document's own fields, as index records them
+    assert stored_metadata(out) == {i: metadata for i, (_, _, metadata) in indexed_documents.items()}
+    vectors = cosines(stored(out), {i: vector for i, (_, vector, _) in indexed_documents.items()})
     assert vectors.min() >= 0.9999
     source = read_manifest(out)["source"]
     assert (source["kind"], source["chunk_size"], source["chunk_overlap"]) == ("documents", 400, 40)
@@ -467,14 +548,15 @@ def test_documents_get_the_chunks_and_ids_that_index_stores(
 
 
 def test_documents_on_ray_give_the_same_chunks(
-    tmp_path: Path, indexed_documents: dict[str, tuple[str, np.ndarray]], ray_session: None
+    tmp_path: Path, indexed_documents: Indexed, ray_session: None
 ) -> None:
     """Ray's read tasks chunk the files themselves, with the source names the driver gave them."""
     out = tmp_path / "ray"
     embed_corpus(DOCUMENTS, out, chunk_size=400, chunk_overlap=40, ray=True, **MINI)
     vectors = stored(out)
     assert vectors.keys() == indexed_documents.keys()
-    assert cosines(vectors, {i: vector for i, (_, vector) in indexed_documents.items()}).min() >= 0.9999
+    assert cosines(vectors, {i: vector for i, (_, vector, _) in indexed_documents.items()}).min() >= 0.9999
+    assert stored_metadata(out) == {i: metadata for i, (_, _, metadata) in indexed_documents.items()}
 
 
 def test_a_folder_of_one_kind_or_a_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -533,6 +615,7 @@ def test_options_of_the_other_kind_of_source_are_refused(tmp_path: Path, corpus_
         ({"chunk_overlap": -1}, "chunk_overlap must be at least 0"),
         ({"text_fields": ["text"]}, "documents have no id or text fields"),
         ({"id_field": "path"}, "documents have no id or text fields"),
+        ({"metadata_fields": ["source"]}, "carries the metadata index records for it"),
     ]:
         with pytest.raises(ValueError, match=message):
             embed_corpus(DOCUMENTS, tmp_path / "out", model="none", **options)

@@ -8,6 +8,7 @@ no model is needed, as a child process with the model's folder moved away.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from typing import Any
 
 import chromadb
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from qzhou_plugins import DEMO_MODEL, Encoder, Task
@@ -23,7 +26,7 @@ from qzhou_plugins.bulk import MANIFEST_NAME, OutputError, embed_corpus, iter_ve
 from qzhou_plugins.chroma import CollectionMismatchError, QZhouCollection
 from qzhou_plugins.cli import main
 from qzhou_plugins.evaluation import load_beir
-from test_bulk import write_jsonl
+from test_bulk import DOCUMENTS, write_jsonl
 
 MAX_LENGTH = 64
 MINI = {"model": DEMO_MODEL, "max_length": MAX_LENGTH}
@@ -38,6 +41,12 @@ def run(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:
 
 def parquet_vectors(output: Path) -> dict[str, np.ndarray]:
     return {i: v for batch in iter_vectors(output) for i, v in zip(batch.ids, batch.vectors, strict=True)}
+
+
+def stored_records(collection: QZhouCollection) -> dict[str, tuple[str | None, dict[str, Any] | None]]:
+    """id -> (document, metadata) of every record of a collection."""
+    found = collection.collection.get(include=["documents", "metadatas"])
+    return dict(zip(found["ids"], zip(found["documents"], found["metadatas"], strict=True), strict=True))
 
 
 def stored_vectors(collection: QZhouCollection) -> dict[str, np.ndarray]:
@@ -76,10 +85,11 @@ def database(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def added(database: Path, texts: dict[str, str]) -> QZhouCollection:
-    """The same abstracts, with their corpus ids, through `add` (the model embeds them here)."""
+def added(database: Path, texts: dict[str, str], rows: list[dict[str, str]]) -> QZhouCollection:
+    """The same abstracts, with their corpus ids and titles, through `add` (the model embeds them here)."""
     collection = QZhouCollection.open("added", path=database, **MINI)
-    collection.add(list(texts.values()), ids=list(texts))
+    titles = {row["_id"]: {"title": row["title"]} for row in rows}
+    collection.add(list(texts.values()), metadatas=[titles[i] for i in texts], ids=list(texts))
     return collection
 
 
@@ -98,6 +108,9 @@ def test_load_answers_like_add(
     loaded: QZhouCollection, added: QZhouCollection, scifact_queries: list[dict[str, str]]
 ) -> None:
     assert loaded.count() == added.count() == ROWS
+    # the same ids with the same metadata (each record's title); the output kept no texts to compare
+    by_load, by_add = stored_records(loaded), stored_records(added)
+    assert {i: metadata for i, (_, metadata) in by_load.items()} == {i: m for i, (_, m) in by_add.items()}
     questions = [query["text"] for query in scifact_queries[:8]]
     for by_load, by_add in zip(loaded.query(questions), added.query(questions), strict=True):
         assert [hit.id for hit in by_load.hits] == [hit.id for hit in by_add.hits]
@@ -153,10 +166,70 @@ def test_kept_texts_become_the_documents(
 ) -> None:
     out = folder / "with-text"
     embed_corpus(write_jsonl(folder / "few.jsonl", rows[:12]), out, text_column=True, **MINI)
-    collection = QZhouCollection.open_precomputed("documents", out, client=chromadb.EphemeralClient())
+    client = chromadb.EphemeralClient()
+    collection = QZhouCollection.open_precomputed("documents", out, client=client)
     assert collection.add_precomputed(out).added == 12
-    found = collection.collection.get(include=["documents"])
-    assert dict(zip(found["ids"], found["documents"], strict=True)) == {i: texts[i] for i in found["ids"]}
+    added = QZhouCollection.open("documents-added", client=client, **MINI)
+    added.add([texts[row["_id"]] for row in rows[:12]], [{"title": row["title"]} for row in rows[:12]])
+    # what `add` stores for the same records, ids aside (add's are content ids, load's the corpus ids)
+    by_load = stored_records(collection)
+    assert sorted(by_load.values(), key=str) == sorted(stored_records(added).values(), key=str)
+    assert {i: document for i, (document, _) in by_load.items()} == {i: texts[i] for i in by_load}
+
+
+def test_a_folder_of_documents_loads_as_index_stores_it(
+    folder: Path, database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`embed --with-text` of a folder then `load` gives the collection `index` gives: same ids,
+    documents and metadata, so `query` shows each hit's source (path:line, chunk) alike."""
+    model = ["--model", DEMO_MODEL, "--max-length", MAX_LENGTH]
+    assert run(capsys, "index", DOCUMENTS, "-c", "indexed", "--db", database, *model)[0] == 0
+    out = folder / "documents"
+    assert run(capsys, "embed", DOCUMENTS, "--out", out, "--with-text", *model)[0] == 0
+    assert run(capsys, "load", out, "-c", "notes", "--db", database)[0] == 0
+    loaded = QZhouCollection.open("notes", path=database, create=False)
+    indexed = QZhouCollection.open("indexed", path=database, create=False)
+    assert stored_records(loaded) == stored_records(indexed)
+    assert {"source", "chunk", "line", "term"} <= {k for _, m in stored_records(loaded).values() for k in m}
+    sources = []
+    for name in ("notes", "indexed"):
+        code, printed, _ = run(capsys, "query", "a lidded bowl to brew tea", "-c", name, "--db", database)
+        assert code == 0
+        sources.append(re.findall(r"^\d+\. \S+  (.+)$", printed, flags=re.MULTILINE))
+    assert sources[0][0] == sources[1][0] and re.fullmatch(
+        r".*glossary\.jsonl:\d+ \(chunk 0\)", sources[0][0]
+    )
+    assert all(
+        re.fullmatch(r".*documents/[\w-]+\.(md|txt|jsonl)(:\d+)? \(chunk \d+\)", s) for s in sources[0]
+    )
+
+
+def test_an_output_without_metadata_still_loads_and_altered_metadata_is_refused(
+    output: Path, tmp_path: Path
+) -> None:
+    """Outputs written before shards kept metadata load as they are; metadata altered after `embed`
+    checked it is refused as `add` refuses it, naming the shard and row, before its batch is written."""
+    older, altered = tmp_path / "older", tmp_path / "altered"
+    shutil.copytree(output, older)
+    shutil.copytree(output, altered)
+    for shard in sorted(older.glob("part-*.parquet")):
+        table = pq.read_table(shard)  # the schema keeps the fingerprint
+        pq.write_table(table.drop_columns(["metadata"]), shard)
+    client = chromadb.EphemeralClient()
+    collection = QZhouCollection.open_precomputed("older", older, client=client)
+    assert collection.add_precomputed(older).added == ROWS
+    assert {metadata for _, metadata in stored_records(collection).values()} == {None}
+    first = sorted(altered.glob("part-*.parquet"))[0]
+    table = pq.read_table(first)
+    column = table.column("metadata").to_pylist()
+    column[1] = '{"year": NaN}'
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("metadata"), "metadata", pa.array(column)), first
+    )
+    collection = QZhouCollection.open_precomputed("altered", altered, client=client)
+    with pytest.raises(ValueError, match=r"part-000001\.parquet row 2: metadata\['year'\] is nan"):
+        collection.add_precomputed(altered, batch_size=64)
+    assert collection.count() == 0
 
 
 # -- refusals ----------------------------------------------------------------------------------------

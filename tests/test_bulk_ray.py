@@ -29,7 +29,7 @@ import pytest
 from qzhou_plugins import Encoder
 from qzhou_plugins.bulk import OutputMismatchError, embed_corpus
 from qzhou_plugins.evaluation import load_beir
-from test_bulk import MAX_LENGTH, MINI, cosines, snapshot, stored, write_jsonl
+from test_bulk import MAX_LENGTH, MINI, cosines, snapshot, stored, stored_metadata, write_jsonl
 
 ray = pytest.importorskip("ray", reason="Ray Data is the 'ray' extra (part of the test extra)")
 
@@ -57,6 +57,7 @@ def test_2000_abstracts_every_id_once_with_the_encoders_vector(
     ray_session: None,
     corpus: Path,
     reference: dict[str, np.ndarray],
+    scifact_corpus: list[dict[str, str]],
     tmp_path: Path,
     ray_mode: bool | None,
     actors: int,
@@ -67,6 +68,8 @@ def test_2000_abstracts_every_id_once_with_the_encoders_vector(
     assert vectors.keys() == reference.keys()
     assert cosines(vectors, reference).min() >= 0.99999
     assert result.tokens == ROWS * MAX_LENGTH  # every abstract is longer than MAX_LENGTH tokens
+    titles = {row["_id"]: {"title": row["title"]} for row in scifact_corpus[:ROWS]}
+    assert stored_metadata(tmp_path / "out") == titles  # read in Ray's tasks as in this process
 
 
 def actor_processes() -> list[psutil.Process]:
@@ -119,7 +122,8 @@ def test_a_parquet_source_on_ray_then_reruns_add_nothing_or_are_refused(
     source.mkdir()
     for number, start in enumerate((0, 30)):
         rows = [{k: row[k] for k in ("_id", "title", "text")} for row in scifact_corpus[start : start + 30]]
-        pq.write_table(pa.Table.from_pylist(rows), source / f"{number}.parquet")
+        table = pa.Table.from_pylist(rows).append_column("n", pa.array(range(start, start + 30)))
+        pq.write_table(table, source / f"{number}.parquet")
     out = tmp_path / "out"
     embed_corpus(source, out, ray=True, shard_rows=25, **MINI)
     encoder = Encoder.shared(**MINI)
@@ -128,6 +132,8 @@ def test_a_parquet_source_on_ray_then_reruns_add_nothing_or_are_refused(
         zip([row["_id"] for row in scifact_corpus[:60]], encoder.encode_documents(texts), strict=True)
     )
     assert cosines(stored(out), expected).min() >= 0.99999
+    metadata = {row["_id"]: {"title": row["title"], "n": n} for n, row in enumerate(scifact_corpus[:60])}
+    assert stored_metadata(out) == metadata  # the other columns, read by Ray's parquet tasks
     before = snapshot(out)
     assert embed_corpus(source, out, ray=True, shard_rows=25, **MINI).added == 0
     assert {k: v[2] for k, v in snapshot(out).items()} == {k: v[2] for k, v in before.items()}

@@ -7,6 +7,7 @@ and stopped at the end. Only 127.0.0.1 is ever contacted. The tests are skipped 
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,11 @@ import chromadb
 import pytest
 from chromadb.api import ClientAPI
 
+from qzhou_plugins import DEMO_MODEL
+from qzhou_plugins.chroma import QZhouCollection
+from qzhou_plugins.cli import main
 from servers import free_port, running
+from test_bulk import DOCUMENTS
 from test_chroma import CollectionSuite, clean_ingestion, crash_records  # noqa: F401  (fixtures)
 
 HOST = "127.0.0.1"
@@ -54,3 +59,25 @@ class TestServerCollection(CollectionSuite):
     def test_the_server_really_is_a_server(self, client: ClientAPI) -> None:
         assert isinstance(client, chromadb.api.client.Client)
         assert client.get_settings().chroma_api_impl.endswith("FastAPI")
+
+
+def test_load_index_and_query_reach_a_server_the_same_way(
+    chroma_server: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`load --host/--port` stores an `embed` output in the server, where `query` finds it with its
+    sources, and where `index` of the same documents then finds every chunk already stored."""
+    server = ["--host", chroma_server["host"], "--port", str(chroma_server["port"])]
+    model = ["--model", DEMO_MODEL, "--max-length", "64"]
+    out = tmp_path / "vectors"
+    assert main(["embed", str(DOCUMENTS), "--out", str(out), "--with-text", *model]) == 0
+    assert main(["load", str(out), "-c", "served-notes", *server]) == 0
+    printed = capsys.readouterr().out
+    where = f"Chroma server {chroma_server['host']}:{chroma_server['port']}"
+    assert f"into collection 'served-notes' ({where})" in printed
+    client = chromadb.HttpClient(**chroma_server)
+    rows = QZhouCollection.open("served-notes", client=client, create=False).count()
+    assert rows > len(list(DOCUMENTS.iterdir()))
+    assert main(["query", "a lidded bowl to brew tea", "-c", "served-notes", "-k", "1", *server]) == 0
+    assert re.search(r"^1\. \S+  .*glossary\.jsonl:\d+ \(chunk 0\)$", capsys.readouterr().out, re.MULTILINE)
+    assert main(["index", str(DOCUMENTS), "-c", "served-notes", *server, *model]) == 0
+    assert f"0 chunk(s) added, {rows} already there" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .jsonlines import json_objects_in_text
+from .metadata import INT64_MAX, INT64_MIN
 from .validation import find_lone_surrogate, has_content
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl")
@@ -39,8 +40,6 @@ Metadata = dict[str, str | int | float | bool]
 _OUR_KEYS = ("source", "line", "chunk")
 _RESERVED_PREFIX = "chroma:"
 """Chroma reserves metadata keys starting with this (``chroma:document``)."""
-_INT64 = (-(2**63), 2**63 - 1)
-"""The integers Chroma stores as integers; a larger one would become a float that no filter finds."""
 
 
 class DocumentError(ValueError):
@@ -227,12 +226,13 @@ def source_name(file: Path) -> str:
         return resolved.as_posix()
 
 
-def metadata_fields(record: dict[str, Any], where: str) -> Metadata:
+def metadata_fields(record: dict[str, Any], where: str, *, ours: Sequence[str] = _OUR_KEYS) -> Metadata:
     """A record's fields as Chroma metadata: scalars as they are, anything else as JSON text.
 
-    A field named like one of ours (``source``, ``line``, ``chunk``) or like Chroma's reserved keys
-    is kept as ``record_<name>``. A value Chroma would change (NaN and infinities are stored as
-    nothing, integers beyond 64 bits as floats) is refused, naming ``where`` and the field.
+    A field named like one of ``ours`` (the keys a chunk's metadata adds: ``source``, ``line``,
+    ``chunk``) or like Chroma's reserved keys is kept as ``record_<name>``. A value Chroma would
+    change (NaN and infinities are stored as nothing, integers beyond 64 bits as floats) is refused,
+    naming ``where`` and the field.
     """
     fields: Metadata = {}
     for key, value in record.items():
@@ -240,7 +240,7 @@ def metadata_fields(record: dict[str, Any], where: str) -> Metadata:
             raise DocumentError(f"{where}: a field has an empty name ({key!r}); Chroma needs a name")
         _check_unicode(key, where, f"the field name {key!r}")
         _check_value(value, where, key)
-        reserved = key in _OUR_KEYS or key.startswith(_RESERVED_PREFIX)
+        reserved = key in ours or key.startswith(_RESERVED_PREFIX)
         name = f"record_{key}" if reserved else key
         if isinstance(value, (str, int, float, bool)):
             fields[name] = value
@@ -255,7 +255,7 @@ def _check_value(value: Any, where: str, key: str) -> None:
             f"{where}: field {key!r} is {json.dumps(value)}, not a number Chroma can store (it would be "
             "dropped); give a finite number, or quote it to keep it as text"
         )
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
         raise DocumentError(
             f"{where}: field {key!r} is {value}, beyond the 64-bit integers Chroma stores (it would "
             "become a float that no filter finds); quote it to keep it as text"

@@ -3,7 +3,8 @@
 ``embed_corpus(source, out, model=...)`` reads a JSON-lines or parquet corpus, or a folder of
 documents chunked as ``qzhou-plugins index`` chunks them, embeds every row
 with the shared encoder (or a pool of Ray actors, one model each) and writes parquet shards with
-the fingerprint of the vectors in their schema metadata, plus a manifest. A run killed at any
+the fingerprint of the vectors in their schema metadata and each row's metadata beside its vector
+(what ``index`` records for a chunk, a record's other fields), plus a manifest. A run killed at any
 point is completed by running it again; a run with another model or instruction into the same
 folder is refused. ``export_quantized`` writes int8 or binary codes of a finished output, and
 ``iter_vectors`` streams one back (what a vector store loader builds on).

@@ -35,13 +35,15 @@ def open_source(
     *,
     id_field: str = DEFAULT_ID_FIELD,
     text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
+    metadata_fields: Sequence[str] | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
 ) -> Source:
     """The source for ``path``: a corpus of records (JSON lines, parquet) or documents to chunk.
 
-    The id and text fields name the fields of records; the chunk size and overlap (default: those
-    of ``index``) cut documents. Options of the other kind are refused rather than ignored.
+    The id, text and metadata fields name the fields of records (metadata: by default the other
+    fields and the title); the chunk size and overlap (default: those of ``index``) cut documents,
+    whose metadata is what ``index`` records. Options of the other kind are refused rather than ignored.
     """
     source = Path(path)
     if isinstance(text_fields, str):
@@ -52,6 +54,11 @@ def open_source(
             raise ValueError(
                 f"{source}: documents have no id or text fields (each chunk's id is its content id, as "
                 "index gives it); leave id_field and text_fields out"
+            )
+        if metadata_fields is not None:
+            raise ValueError(
+                f"{source}: a chunk of documents carries the metadata index records for it (source, "
+                "line, chunk); leave metadata_fields out"
             )
         return DocumentsSource(
             source,
@@ -64,8 +71,8 @@ def open_source(
             f"not the rows of a {kind} corpus; leave them out"
         )
     if kind == JsonLinesSource.kind:
-        return JsonLinesSource(source, id_field, text_fields)
-    return ParquetSource(source, id_field, text_fields)
+        return JsonLinesSource(source, id_field, text_fields, metadata_fields)
+    return ParquetSource(source, id_field, text_fields, metadata_fields)
 
 
 def source_kind(path: Path) -> str:

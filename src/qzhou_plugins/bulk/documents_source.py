@@ -7,8 +7,9 @@ and cut by :mod:`qzhou_plugins.documents` (the one reader both use), and each ch
 content id (:attr:`~qzhou_plugins.documents.Chunk.id`), the id ``index`` stores it under.
 
 The id hashes the chunk's metadata, whose ``source`` is the file's path relative to the working
-directory: run ``embed`` from where ``index`` would run for the ids to agree. The output holds ids
-and vectors (and with ``text_column`` the text); the metadata itself is not stored.
+directory: run ``embed`` from where ``index`` would run for the ids to agree. The output holds ids,
+vectors and that metadata (source, line, chunk: what ``index`` records, checked as ``add`` checks
+it), and with ``text_column`` the text, so ``load`` stores the records ``index`` would have.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..documents import (
 )
 from ..jsonlines import JSONLinesError
 from ..validation import check_count
+from .row_metadata import MetadataError, checked_text
 from .sources import SCAN_ROWS, CorpusError, Rows, Source, without_done
 
 logger = logging.getLogger(__name__)
@@ -65,9 +67,7 @@ class DocumentsSource(Source):
         rows = Rows()
         for file, name in self.files:
             for chunk in self._chunks(file, name):
-                rows.ids.append(chunk.id)
-                rows.texts.append(chunk.text)
-                rows.places.append(chunk_place(chunk))
+                add_chunk(rows, chunk)
                 if len(rows) >= size:
                     yield rows
                     rows = Rows()
@@ -100,6 +100,18 @@ class DocumentsSource(Source):
         )
 
 
+def add_chunk(rows: Rows, chunk: Chunk) -> None:
+    """Append a chunk's row: the id ``index`` gives it, its text, and the metadata ``index`` records."""
+    place = chunk_place(chunk)
+    rows.ids.append(chunk.id)
+    rows.texts.append(chunk.text)
+    rows.places.append(place)
+    try:
+        rows.metadata.append(checked_text(chunk.metadata, place))
+    except MetadataError as error:
+        raise CorpusError(str(error)) from None
+
+
 def chunk_place(chunk: Chunk) -> str:
     """Where a chunk is, for an error message: ``path:line (chunk n)``, as ``query`` prints a hit."""
     where = str(chunk.metadata["source"])
@@ -112,14 +124,13 @@ def chunk_files(
     batch: dict[str, np.ndarray], *, chunk_size: int, chunk_overlap: int, done: np.ndarray
 ) -> dict[str, np.ndarray]:
     """The chunks of files read by Ray Data (already checked by the scan), minus ``done``."""
-    ids: list[str] = []
-    texts: list[str] = []
+    rows = Rows()
     paths: Sequence[str] = batch["path"]
     for path, source in zip(paths, batch["source"], strict=True):
         try:
             chunks = read_chunks(Path(path), chunk_size, chunk_overlap, source=str(source))
         except BinaryDocumentError:
             continue  # warned about by the scan
-        ids += [chunk.id for chunk in chunks]
-        texts += [chunk.text for chunk in chunks]
-    return without_done(ids, texts, done)
+        for chunk in chunks:
+            add_chunk(rows, chunk)
+    return without_done(rows, done)

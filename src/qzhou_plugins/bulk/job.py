@@ -91,6 +91,7 @@ def embed_corpus(
     task: TaskLike = None,
     id_field: str = "_id",
     text_fields: Sequence[str] = ("title", "text"),
+    metadata_fields: Sequence[str] | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
     ray: bool | str | None = None,
@@ -105,9 +106,11 @@ def embed_corpus(
     """Embed every row of ``source`` into parquet shards under ``out``; rerun to resume.
 
     ``source`` is a JSON-lines corpus, a parquet file or folder (rows named by ``id_field``, text
-    from ``text_fields``), or documents (a ``.txt``/``.md`` file or a folder of documents) cut into
+    from ``text_fields``, metadata from ``metadata_fields``: by default every other field, and the
+    title; ``[]`` for none), or documents (a ``.txt``/``.md`` file or a folder of documents) cut into
     chunks of ``chunk_size`` characters (default: as ``index`` cuts them), each chunk under the id
-    ``index`` stores it with.
+    ``index`` stores it with and with the metadata it records. The metadata is stored beside each
+    vector, for ``load`` to put into Chroma.
 
     ``side`` and ``task`` choose the prefix, as :meth:`Encoder.prefixes` decides it (retrieval
     documents get none; queries get the task's instruction). ``ray``: None or False runs in this
@@ -124,6 +127,7 @@ def embed_corpus(
         source,
         id_field=id_field,
         text_fields=text_fields,
+        metadata_fields=metadata_fields,
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
     )

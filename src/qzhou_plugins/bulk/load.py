@@ -11,23 +11,39 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .output import COMPARED_KEYS, MANIFEST_NAME, OutputError, differences, shard_fingerprint
+from .output import (
+    COMPARED_KEYS,
+    MANIFEST_NAME,
+    METADATA_COLUMN,
+    OutputError,
+    differences,
+    shard_fingerprint,
+)
 
 
 @dataclass(frozen=True)
 class VectorBatch:
-    """Rows of a bulk output: ids, float32 vectors, the texts if the output kept them, the fingerprint."""
+    """Rows of a bulk output: ids, float32 vectors, the texts if the output kept them, the fingerprint,
+    and each row's metadata (None for the whole batch: its shard, from an older output, has none)."""
 
     ids: list[str]
     vectors: np.ndarray
     texts: list[str] | None
     fingerprint: dict[str, Any]
+    metadatas: list[dict[str, Any] | None] | None = None
+    shard: str = ""
+    """The shard the rows come from, and how many of its rows come before them: :meth:`place`."""
+    before: int = 0
+
+    def place(self, row: int) -> str:
+        """Where row ``row`` of the batch is, for an error message: ``SHARD row N`` (from 1)."""
+        return f"{self.shard} row {self.before + row + 1}"
 
 
 def read_manifest(output: str | Path) -> dict[str, Any]:
@@ -76,13 +92,38 @@ def iter_vectors(output: str | Path, *, batch_size: int = 1024) -> Iterator[Vect
         if not pa.types.is_floating(parquet.schema_arrow.field("embedding").type.value_type):
             raise OutputError(f"{shard} holds quantized codes, not vectors: read it with pyarrow")
         columns = ["id", "embedding", *(["text"] if fingerprint.get("text_column") else [])]
+        if METADATA_COLUMN in parquet.schema_arrow.names:
+            columns.append(METADATA_COLUMN)
+        before = 0
         for batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
-            yield _vector_batch(batch, fingerprint)
+            yield _vector_batch(batch, fingerprint, str(shard), before)
+            before += batch.num_rows
 
 
-def _vector_batch(batch: Any, fingerprint: dict[str, Any]) -> VectorBatch:
+def _vector_batch(batch: Any, fingerprint: dict[str, Any], shard: str, before: int) -> VectorBatch:
     embedding = batch.column("embedding")
     flat = embedding.flatten().to_numpy(zero_copy_only=False)
     vectors = flat.reshape(len(embedding), int(fingerprint["dimension"])).astype(np.float32)
-    texts = batch.column("text").to_pylist() if "text" in batch.schema.names else None
-    return VectorBatch(batch.column("id").to_pylist(), vectors, texts, fingerprint)
+    names = batch.schema.names
+    texts = batch.column("text").to_pylist() if "text" in names else None
+    found = VectorBatch(batch.column("id").to_pylist(), vectors, texts, fingerprint, None, shard, before)
+    if METADATA_COLUMN not in names:
+        return found
+    metadatas = [_parsed(text, found.place(row)) for row, text in enumerate(batch.column(METADATA_COLUMN))]
+    return replace(found, metadatas=metadatas)
+
+
+def _parsed(text: Any, place: str) -> dict[str, Any] | None:
+    """A row's metadata from its JSON text (None: the row has none)."""
+    value = text.as_py()
+    if value is None:
+        return None
+    try:
+        metadata = json.loads(value)
+    except ValueError:
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise OutputError(
+            f"{place}: the metadata is not a JSON object ({value[:80]!r}); the output was altered"
+        )
+    return metadata

@@ -37,7 +37,8 @@ def embed_in_process(
             continue
         ids = [ident for ident, wanted in zip(rows.ids, keep, strict=True) if wanted]
         texts = [text for text, wanted in zip(rows.texts, keep, strict=True) if wanted]
+        metadata = [data for data, wanted in zip(rows.metadata, keep, strict=True) if wanted]
         vectors = encoder.encode_with_prefix(texts, prefix, what=what, show_progress=False)
-        writer.add(ids, storage_rows(vectors, writer.storage_dtype), texts)
+        writer.add(ids, storage_rows(vectors, writer.storage_dtype), texts, metadata)
         progress.update(len(ids), int(token_counts(encoder, prefix, texts).sum()))
     writer.flush()

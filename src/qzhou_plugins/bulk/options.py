@@ -43,6 +43,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default=["title", "text"],
         help="fields joined with a space into the text (default: title,text)",
     )
+    _add_metadata_arguments(parser)
     parser.add_argument(
         "--chunk-size",
         type=positive(int),
@@ -80,6 +81,26 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
+def _add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--metadata-fields`` or ``--no-metadata``: what each record keeps beside its vector."""
+    metadata = parser.add_mutually_exclusive_group()
+    metadata.add_argument(
+        "--metadata-fields",
+        type=_field_names,
+        default=None,
+        help="fields kept beside each vector as its metadata, for `load` to store in Chroma (default: "
+        "every field but the id and text fields, and the title; documents keep the source, line and "
+        "chunk that index records)",
+    )
+    metadata.add_argument(
+        "--no-metadata",
+        dest="metadata_fields",
+        action="store_const",
+        const=[],
+        help="keep no metadata of a corpus's records",
+    )
+
+
 def embed_from_arguments(args: argparse.Namespace) -> int:
     """Run the job the flags describe and print what it did; returns the exit code."""
     options = {
@@ -95,6 +116,7 @@ def embed_from_arguments(args: argparse.Namespace) -> int:
         task=args.task,
         id_field=args.id_field,
         text_fields=args.text_fields,
+        metadata_fields=args.metadata_fields,
         chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap,
         ray=None if args.ray is None else (True if args.ray == LOCAL else args.ray),

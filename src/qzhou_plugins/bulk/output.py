@@ -36,6 +36,7 @@ FORMAT = "qzhou-bulk/1"
 FINGERPRINT_KEY = b"qzhou:fingerprint"
 MANIFEST_NAME = "_manifest.json"
 SHARD_PREFIX = "part-"
+METADATA_COLUMN = "metadata"
 COMPARED_KEYS = (
     "format", "model", "dimension", "side", "prefix", "query_prefix", "document_prefix",
     "normalize", "pooling", "max_length", "dtype", "text_column",
@@ -103,7 +104,9 @@ def refuse_mismatch(folder: Path, found: list[str]) -> None:
 
 
 def shard_schema(fingerprint: Mapping[str, Any]) -> Any:
-    """The Arrow schema of a shard: ``id``, ``embedding`` (fixed-size list), optional ``text``."""
+    """The Arrow schema of a shard: ``id``, ``embedding`` (fixed-size list), optional ``text``, and
+    ``metadata`` (each row's as JSON text, null for none; not in the fingerprint, since it does not
+    change the vectors, and absent from the shards of older outputs)."""
     import pyarrow as pa
 
     value = pa.float16() if fingerprint["dtype"] == "float16" else pa.float32()
@@ -111,6 +114,7 @@ def shard_schema(fingerprint: Mapping[str, Any]) -> Any:
     fields.append(pa.field("embedding", pa.list_(value, int(fingerprint["dimension"])), nullable=False))
     if fingerprint.get("text_column"):
         fields.append(pa.field("text", pa.string(), nullable=False))
+    fields.append(pa.field(METADATA_COLUMN, pa.string(), nullable=True))
     return pa.schema(fields, metadata={FINGERPRINT_KEY: json.dumps(fingerprint, sort_keys=True).encode()})
 
 
@@ -283,14 +287,22 @@ class ShardWriter:
         self._ids: list[str] = []
         self._vectors: list[np.ndarray] = []
         self._texts: list[str] = []
+        self._metadata: list[str | None] = []
         self.written = 0
 
-    def add(self, ids: list[str], vectors: np.ndarray, texts: list[str] | None = None) -> None:
-        """Buffer rows; write a shard each time ``shard_rows`` are buffered."""
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+    def add(
+        self,
+        ids: list[str],
+        vectors: np.ndarray,
+        texts: list[str] | None = None,
+        metadata: list[str | None] | None = None,
+    ) -> None:
+        """Buffer rows (``metadata``: each row's as JSON text); write a shard each ``shard_rows`` rows."""
+        if len(ids) != len(vectors) or (metadata is not None and len(metadata) != len(ids)):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors and {len(metadata or ())} metadata")
         self._ids += ids
         self._vectors.append(np.asarray(vectors, dtype=self.dtype))
+        self._metadata += [None] * len(ids) if metadata is None else list(metadata)
         if self.with_text:
             self._texts += list(texts or [])
         while len(self._ids) >= self.shard_rows:
@@ -313,9 +325,11 @@ class ShardWriter:
         ]
         if self.with_text:
             columns.append(pa.array(self._texts[:rows], pa.string()))
+        columns.append(pa.array(self._metadata[:rows], pa.string()))
         table = pa.Table.from_arrays(columns, schema=self.schema)
         path = self.output.path / f"{SHARD_PREFIX}{self.number:06d}.parquet"
         write_atomically(path, lambda temporary: pq.write_table(table, temporary))
         self.number += 1
         self.written += rows
         self._ids, self._vectors, self._texts = self._ids[rows:], [vectors[rows:]], self._texts[rows:]
+        self._metadata = self._metadata[rows:]

@@ -102,6 +102,7 @@ class EmbedBatches:
             "embedding": storage_rows(vectors, self.dtype),
             "tokens": token_counts(self.encoder, self.prefix, texts),
             "fingerprint": fingerprints,
+            "metadata": batch["metadata"],
         }
         if self.text_column:
             result["text"] = batch["text"]
@@ -180,7 +181,8 @@ def _write_batches(
         written.update(keys)
         if fresh.any():
             texts = batch["text"][fresh].tolist() if "text" in batch else None
-            writer.add(batch["id"][fresh].tolist(), batch["embedding"][fresh], texts)
+            metadata = batch["metadata"][fresh].tolist()
+            writer.add(batch["id"][fresh].tolist(), batch["embedding"][fresh], texts, metadata)
             progress.update(int(fresh.sum()), int(batch["tokens"][fresh].sum()))
     return writer
 

@@ -1,17 +1,18 @@
 """Where a bulk job's rows come from: the source protocol, and the record sources (JSON lines, parquet).
 
-Every source yields rows of (id, text) in batches, read as it goes (a corpus never has to fit in
+Every source yields rows of (id, text, metadata) in batches, read as it goes (a corpus never has to fit in
 memory), and can describe itself as a Ray Data dataset of the same rows. In a record source (a
 BEIR-style ``corpus.jsonl``, a parquet file or folder) the text of a row is its text fields joined
 by :func:`qzhou_plugins.documents.join_text_fields`: with the default fields (``title``, ``text``)
 that is how BEIR and MTEB embed a corpus, and how ``qzhou-plugins eval retrieval`` reads one, so
-vectors made here are the ones an evaluation would make. A folder of documents is the other kind of
+vectors made here are the ones an evaluation would make. Its other fields are its metadata
+(:mod:`.row_metadata`). A folder of documents is the other kind of
 source (:mod:`.documents_source`); :mod:`.corpus` tells which a path is and checks it all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 from ..documents import join_text_fields
 from ..jsonlines import JSONLinesError, read_json_objects
 from .ids import hash_ids, is_in
+from .row_metadata import MetadataError, default_fields, metadata_text, parquet_fields
 
 SCAN_ROWS = 4096
 """Rows read and checked at a time."""
@@ -32,11 +34,13 @@ class CorpusError(ValueError):
 
 @dataclass
 class Rows:
-    """A batch of rows: ids, the texts to embed, and where each row is (for error messages)."""
+    """A batch of rows: ids, the texts to embed, metadata, and where each row is (for error messages)."""
 
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     places: list[str] = field(default_factory=list)
+    metadata: list[str | None] = field(default_factory=list)
+    """Each row's metadata as JSON text, checked (None: the row has none)."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -89,24 +93,63 @@ class Source:
         return {"kind": self.kind, "path": str(self.path.resolve())}
 
     def ray_dataset(self, ray_data: Any, done: np.ndarray) -> Any:
-        """A Ray Data dataset of the rows (columns ``id``, ``text``) whose id hash is not in ``done``."""
+        """A Ray Data dataset of the rows (columns ``id``, ``text``, ``metadata``) whose id hash is not
+        in ``done``."""
         raise NotImplementedError
 
 
 class RecordSource(Source):
-    """A corpus of records, each with an id field and text fields (JSON lines or parquet)."""
+    """A corpus of records, each with an id field, text fields and metadata fields (JSON lines or parquet).
 
-    def __init__(self, path: Path, id_field: str, text_fields: Sequence[str]) -> None:
+    ``metadata_fields`` None means the default of :mod:`.row_metadata` (the other fields, and the title).
+    """
+
+    def __init__(
+        self, path: Path, id_field: str, text_fields: Sequence[str], metadata_fields: Sequence[str] | None
+    ) -> None:
         if not text_fields or any(not name for name in text_fields):
             raise ValueError(f"text fields must be one or more field names, not {list(text_fields)!r}")
         if not id_field:
             raise ValueError("the id field must be a field name")
+        if isinstance(metadata_fields, str) or any(not name for name in metadata_fields or ()):
+            raise ValueError(f"metadata fields must be a list of field names, not {metadata_fields!r}")
+        if id_field in (metadata_fields or ()):
+            raise ValueError(f"the id field {id_field!r} is each row's id, not metadata")
         super().__init__(path)
         self.id_field = id_field
         self.text_fields = tuple(text_fields)
+        self.metadata_fields = None if metadata_fields is None else tuple(metadata_fields)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "id_field": self.id_field, "text_fields": list(self.text_fields)}
+        chosen = None if self.metadata_fields is None else list(self.metadata_fields)
+        return {
+            **super().describe(),
+            "id_field": self.id_field,
+            "text_fields": list(self.text_fields),
+            "metadata_fields": chosen,
+        }
+
+    def add_row(self, rows: Rows, record: Mapping[str, Any], place: str) -> None:
+        """Append a record's row (id, text, metadata) to ``rows``; a problem is an error naming ``place``.
+
+        The one reading of a record, in this process and in Ray's read tasks alike.
+        """
+        ident = row_id(record.get(self.id_field), place, self.id_field)
+        values = [record.get(name) for name in self.text_fields]
+        names = self.metadata_names(record)
+        rows.ids.append(ident)
+        rows.texts.append(row_text(values, self.text_fields, place, ident))
+        rows.places.append(place)
+        try:
+            rows.metadata.append(metadata_text({name: record.get(name) for name in names}, place))
+        except MetadataError as error:
+            raise CorpusError(str(error)) from None
+
+    def metadata_names(self, record: Mapping[str, Any]) -> Sequence[str]:
+        """The fields of ``record`` kept as its metadata."""
+        if self.metadata_fields is not None:
+            return self.metadata_fields
+        return default_fields(record, self.id_field, self.text_fields)
 
 
 class JsonLinesSource(RecordSource):
@@ -118,12 +161,7 @@ class JsonLinesSource(RecordSource):
         rows = Rows()
         try:
             for line, record in read_json_objects(self.path, expected="a JSON object (one row)"):
-                place = f"{self.path}:{line}"
-                ident = row_id(record.get(self.id_field), place, self.id_field)
-                values = [record.get(name) for name in self.text_fields]
-                rows.ids.append(ident)
-                rows.texts.append(row_text(values, self.text_fields, place, ident))
-                rows.places.append(place)
+                self.add_row(rows, record, f"{self.path}:{line}")
                 if len(rows) >= size:
                     yield rows
                     rows = Rows()
@@ -135,9 +173,7 @@ class JsonLinesSource(RecordSource):
     def ray_dataset(self, ray_data: Any, done: np.ndarray) -> Any:
         lines = ray_data.read_text(str(self.path), encoding="utf-8-sig")
         return lines.map_batches(
-            parse_json_lines,
-            batch_format="numpy",
-            fn_kwargs={"id_field": self.id_field, "text_fields": self.text_fields, "done": done},
+            parse_json_lines, batch_format="numpy", fn_kwargs={"source": self, "done": done}
         )
 
 
@@ -152,12 +188,18 @@ def parquet_files(folder: Path) -> list[Path]:
 
 
 class ParquetSource(RecordSource):
-    """A parquet file, or a folder of them, with an id column and text columns."""
+    """A parquet file, or a folder of them, with an id column, text columns and metadata columns."""
 
     kind = "parquet"
 
-    def __init__(self, path: Path, id_field: str, text_fields: Sequence[str]) -> None:
-        super().__init__(path, id_field, text_fields)
+    def __init__(
+        self,
+        path: Path,
+        id_field: str,
+        text_fields: Sequence[str],
+        metadata_fields: Sequence[str] | None,
+    ) -> None:
+        super().__init__(path, id_field, text_fields, metadata_fields)
         import pyarrow.parquet as pq
 
         self.files = [path] if path.is_file() else parquet_files(path)
@@ -173,78 +215,68 @@ class ParquetSource(RecordSource):
                 raise CorpusError(
                     f"{file}: no column(s) {', '.join(map(repr, missing))} (has: {', '.join(sorted(names))})"
                 )
+        try:
+            self.metadata_columns = parquet_fields(self.files, id_field, self.text_fields, metadata_fields)
+        except MetadataError as error:
+            raise CorpusError(str(error)) from None
+        self.columns = list(dict.fromkeys([id_field, *self.text_fields, *self.metadata_columns]))
+
+    def metadata_names(self, record: Mapping[str, Any]) -> Sequence[str]:
+        return self.metadata_columns
 
     def batches(self, size: int = SCAN_ROWS) -> Iterator[Rows]:
         import pyarrow.parquet as pq
 
-        columns = [self.id_field, *self.text_fields]
         for file in self.files:
             number = 0
-            for batch in pq.ParquetFile(file).iter_batches(batch_size=size, columns=columns):
-                data = [batch.column(name).to_pylist() for name in columns]
-                rows = Rows()
-                for values in zip(*data, strict=True):
-                    number += 1
-                    place = f"{file} row {number}"
-                    ident = row_id(values[0], place, self.id_field)
-                    rows.ids.append(ident)
-                    rows.texts.append(row_text(values[1:], self.text_fields, place, ident))
-                    rows.places.append(place)
-                yield rows
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=size, columns=self.columns):
+                yield self.table_rows(batch, f"{file} row", number)
+                number += batch.num_rows
+
+    def table_rows(self, table: Any, where: str, before: int) -> Rows:
+        """The rows of an Arrow table or record batch; row ``i`` is named ``where`` and its number."""
+        data = {name: table.column(name).to_pylist() for name in self.columns}
+        rows = Rows()
+        for i in range(table.num_rows):
+            self.add_row(
+                rows, {name: values[i] for name, values in data.items()}, f"{where} {before + i + 1}"
+            )
+        return rows
 
     def ray_dataset(self, ray_data: Any, done: np.ndarray) -> Any:
-        table = ray_data.read_parquet([str(file) for file in self.files]).select_columns(
-            [self.id_field, *self.text_fields]
-        )
+        table = ray_data.read_parquet([str(file) for file in self.files]).select_columns(self.columns)
         return table.map_batches(
-            join_columns,
-            batch_format="numpy",
-            fn_kwargs={"id_field": self.id_field, "text_fields": self.text_fields, "done": done},
+            join_columns, batch_format="pyarrow", fn_kwargs={"source": self, "done": done}
         )
 
 
-# -- Ray Data's side: the same rows, parsed in read tasks ---------------------------------------------
+# -- Ray Data's side: the same rows, read by the same code in read tasks -------------------------------
 
 
 def parse_json_lines(
-    batch: dict[str, np.ndarray], *, id_field: str, text_fields: Sequence[str], done: np.ndarray
+    batch: dict[str, np.ndarray], *, source: JsonLinesSource, done: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Rows of JSON lines read by Ray Data (already checked by :func:`scan_corpus`), minus ``done``."""
     import json
 
-    ids: list[str] = []
-    texts: list[str] = []
+    rows = Rows()
     for line in batch["text"]:
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        ident = row_id(record.get(id_field), "row", id_field)
-        ids.append(ident)
-        texts.append(row_text([record.get(name) for name in text_fields], text_fields, "row", ident))
-    return without_done(ids, texts, done)
+        if line.strip():
+            source.add_row(rows, json.loads(line), "row")
+    return without_done(rows, done)
 
 
-def join_columns(
-    batch: dict[str, np.ndarray], *, id_field: str, text_fields: Sequence[str], done: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Rows of parquet columns read by Ray Data, minus ``done``."""
-    ids = [row_id(_plain(value), "row", id_field) for value in batch[id_field]]
-    texts = [
-        row_text([_plain(batch[name][i]) for name in text_fields], text_fields, "row", ident)
-        for i, ident in enumerate(ids)
-    ]
-    return without_done(ids, texts, done)
+def join_columns(table: Any, *, source: ParquetSource, done: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of parquet columns read by Ray Data (an Arrow table), minus ``done``."""
+    return without_done(source.table_rows(table, "row", 0), done)
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (numpy ints are not ``int``)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def without_done(ids: list[str], texts: list[str], done: np.ndarray) -> dict[str, np.ndarray]:
-    """A Ray Data batch (columns ``id``, ``text``) of the rows whose id hash is not in ``done``."""
-    keep = ~is_in(hash_ids(ids), done)
+def without_done(rows: Rows, done: np.ndarray) -> dict[str, np.ndarray]:
+    """A Ray Data batch (columns ``id``, ``text``, ``metadata``) of the rows whose id hash is not in
+    ``done``."""
+    keep = ~is_in(hash_ids(rows.ids), done)
     return {
-        "id": np.asarray(ids, dtype=object)[keep],
-        "text": np.asarray(texts, dtype=object)[keep],
+        "id": np.asarray(rows.ids, dtype=object)[keep],
+        "text": np.asarray(rows.texts, dtype=object)[keep],
+        "metadata": np.asarray(rows.metadata, dtype=object)[keep],
     }

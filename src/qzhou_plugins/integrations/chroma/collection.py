@@ -37,6 +37,7 @@ from .opening import (
     connect,
     create_collection,
     existing_collection,
+    new_function,
     reopen_collection,
 )
 from .query import QueryResult, nearest, reranked, result_counts
@@ -113,7 +114,7 @@ class QZhouCollection:
                 f"no collection named {name!r} in this Chroma database; create it with "
                 f"QZhouCollection.open({name!r}) (create=True is the default)"
             )
-        return cls(client, *create_collection(client, name, model, task, encoder_options))
+        return cls(client, *create_collection(client, name, new_function(model, task, encoder_options)))
 
     @classmethod
     def open_precomputed(

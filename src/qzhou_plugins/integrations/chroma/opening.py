@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,19 +111,34 @@ def existing_collection(client: ClientAPI, name: str) -> Collection | None:
         return None
 
 
-def create_collection(
-    client: ClientAPI, name: str, model: str | None, task: TaskLike, encoder_options: dict[str, Any]
-) -> tuple[Collection, QZhouEmbeddingFunction]:
-    """A new collection in the cosine space, recording its embedding function and fingerprint."""
+def new_function(
+    model: str | None, task: TaskLike, encoder_options: dict[str, Any]
+) -> QZhouEmbeddingFunction:
+    """The embedding function of a new collection: ``model`` (or the default one) for ``task``."""
     encoder = Encoder.shared(model=model if model is not None else DEFAULT_MODEL, **encoder_options)
-    function = QZhouEmbeddingFunction.from_encoder(encoder, task)
+    return QZhouEmbeddingFunction.from_encoder(encoder, task)
+
+
+def create_collection(
+    client: ClientAPI,
+    name: str,
+    function: QZhouEmbeddingFunction,
+    check: Callable[[Collection], object] | None = None,
+) -> tuple[Collection, QZhouEmbeddingFunction]:
+    """A new collection in the cosine space, recording ``function`` and its fingerprint.
+
+    Another process may have created it first, with other settings, so what is there is checked
+    afterwards: by ``check`` if given (it raises on a mismatch), else against ``function``'s config.
+    """
     collection = client.get_or_create_collection(
         name,
         embedding_function=function,  # type: ignore[arg-type]
         metadata=creation_metadata(function.get_config()),
     )
-    # Another process may have created it first, with other settings: check what is there.
-    check_recorded(collection, function.get_config())
+    if check is None:
+        check_recorded(collection, function.get_config())
+    else:
+        check(collection)
     return collection, function
 
 

@@ -16,8 +16,9 @@ No model is loaded to load vectors: the collection's embedding function loads it
 asked to embed (a query, an ``add``). The one exception is comparing lengths with a collection that
 records none (made with the model's default length): that default is the model's to say.
 
-Writing reuses the lock and the counts of :mod:`.writing`. With nothing to embed, one check under
-the lock is enough: ``write_batch`` checks twice only so as not to embed what is stored.
+Writing is :func:`.writing.write_batch`, the one path every record takes into Chroma: the rows become
+records that carry their vectors, so nothing is embedded and the one check under the lock, right
+before the write, decides what is added and what is skipped.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from .fingerprint import (
     CONFIG_VERSION,
     CollectionMismatchError,
     check_config,
-    creation_metadata,
     fingerprint_differences,
     recorded_config,
 )
-from .opening import CollectionNotFoundError, existing_collection
-from .writing import AddResult, stored_documents, write_lock
+from .metadata import checked_metadata
+from .opening import CollectionNotFoundError, create_collection, existing_collection
+from .records import Record
+from .writing import AddResult, write_batch
 
 if TYPE_CHECKING:
     from ...bulk.load import VectorBatch
@@ -95,13 +97,7 @@ def open_for_output(
     if not create:
         raise CollectionNotFoundError(f"no collection named {name!r} in this Chroma database")
     function = QZhouEmbeddingFunction.build_from_config(wanted)
-    collection = client.get_or_create_collection(
-        name,
-        embedding_function=function,  # type: ignore[arg-type]
-        metadata=creation_metadata(function.get_config()),
-    )
-    check_output(collection, wanted, output)  # another process may have created it first, otherwise
-    return collection, function
+    return create_collection(client, name, function, check=lambda made: check_output(made, wanted, output))
 
 
 def check_output(collection: Collection, wanted: Mapping[str, Any], output: Output) -> dict[str, Any]:
@@ -142,26 +138,26 @@ def add_output(
     name = Path(os.fspath(output)).name
     with tqdm(total=rows, unit="vector", desc=f"Loading {name}", disable=not show) as progress:
         for batch in iter_vectors(output, batch_size=batch_size):
-            result += write_vectors(client, collection, batch)
+            result += write_batch(client, collection, vector_records(batch))
             progress.update(len(batch.ids))
     return result
 
 
-def write_vectors(client: ClientAPI, collection: Collection, batch: VectorBatch) -> AddResult:
-    """Store the rows of ``batch`` whose ids are missing, with their texts as documents if kept."""
-    with write_lock(client) as exact:
-        stored = stored_documents(collection, batch.ids)
-        keep = [i for i, ident in enumerate(batch.ids) if ident not in stored]
-        if keep:
-            collection.add(
-                ids=[batch.ids[i] for i in keep],
-                embeddings=batch.vectors[keep],
-                documents=None if batch.texts is None else [batch.texts[i] for i in keep],
-            )
-    conflicts = () if batch.texts is None else tuple(
-        ident for ident, text in zip(batch.ids, batch.texts, strict=True)
-        if ident in stored and stored[ident] != text
-    )  # fmt: skip
-    return AddResult(
-        added=len(keep), skipped=len(batch.ids) - len(keep), conflicts=conflicts, exact=exact or not keep
-    )
+def vector_records(batch: VectorBatch) -> list[Record]:
+    """The rows of ``batch`` as records that carry their vectors, texts (if kept) and metadata.
+
+    The metadata is checked as ``add`` checks it, naming the shard and row (``embed`` checked it
+    already; an output altered since is refused here, before its batch is written).
+    """
+    rows = range(len(batch.ids))
+    texts = batch.texts if batch.texts is not None else [None] * len(rows)
+    metadatas = batch.metadatas if batch.metadatas is not None else [None] * len(rows)
+    return [
+        Record(
+            id=batch.ids[row],
+            text=texts[row],
+            metadata=checked_metadata(metadatas[row], f"{batch.place(row)}: metadata"),
+            vector=batch.vectors[row],
+        )
+        for row in rows
+    ]

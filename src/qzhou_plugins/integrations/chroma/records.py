@@ -9,9 +9,11 @@ is written unless all of it is valid; a stream is checked batch by batch as it i
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from typing import Any
+
+import numpy as np
 
 from ...documents import content_id
 from ...validation import validate_text, validate_texts
@@ -22,11 +24,17 @@ _MISSING = object()
 
 @dataclass(frozen=True)
 class Record:
-    """One text to store, with its id and its metadata as Chroma will hold them."""
+    """One record to store: its id, its text, its metadata as Chroma will hold it, and its vector.
+
+    ``vector`` is None for a text to embed when it is written; a vector made elsewhere (a bulk
+    output) is stored as it is, and its ``text`` may then be None (the output kept no texts: the
+    record is stored without a document).
+    """
 
     id: str
-    text: str
+    text: str | None
     metadata: dict[str, Any] | None
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def record_batches(
@@ -121,7 +129,7 @@ class _RecordBuilder:
         self.seen: dict[str, int] = {}
 
     def record(self, text: str, metadata: Any, id_: Any, position: int) -> Record:
-        checked = checked_metadata(metadata, position)
+        checked = checked_metadata(metadata, f"metadatas[{position}]")
         if not self.with_ids:
             return Record(id=content_id(text, checked), text=text, metadata=checked)
         if not isinstance(id_, str) or not id_.strip():

@@ -1,5 +1,9 @@
 """Writing record batches: embed only the ids that are missing, and count honestly.
 
+This is the one place where records are written to Chroma: texts that :meth:`QZhouCollection.add`
+embeds and vectors made elsewhere (a bulk output that ``load`` stores) are both :class:`.Record`
+batches handed to :func:`write_batch`, which embeds only the records that carry no vector.
+
 Chroma's ``add`` returns nothing and keeps the first record of an id that is written twice. Two
 writers adding the same records at once would each see them missing, each embed and write them,
 and each report them added. So each batch is checked twice: before embedding (to skip what is
@@ -53,10 +57,11 @@ class AddResult:
     case where a skip leaves the caller's text out of the collection.
 
     ``exact`` is whether ``added`` is certain: True on an embedded or in-memory database, where the
-    final check and the write happen under a lock, and whenever nothing was written; False when
-    records were written through a Chroma server, where another client may store the same id in the
-    moment between them (both then count it, and the store holds it once). It describes the counts
-    and takes no part in comparing two results.
+    final check and the write happen under a lock, and whenever the call set out to write nothing
+    (everything was found stored before any embedding or writing); False when records were embedded
+    or written through a Chroma server, where another client may store the same id in the moment
+    between the check and the write (both then count it, and the store holds it once). It describes
+    the counts and takes no part in comparing two results.
     """
 
     added: int
@@ -79,10 +84,16 @@ def write_batch(
     client: ClientAPI,
     collection: Collection,
     batch: list[Record],
-    embed: Callable[[list[str]], np.ndarray],
+    embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> AddResult:
-    """Store the records of ``batch`` whose ids are missing; embed nothing that is stored already."""
-    stored = stored_documents(collection, [record.id for record in batch])
+    """Store the records of ``batch`` whose ids are missing; embed only those that carry no vector.
+
+    Records to embed are looked up first, so that nothing stored is embedded; records that carry
+    their vector need only the check under the lock, right before the write (nothing is done in
+    vain if another writer stores them meanwhile, so none counts in ``present_on_write``).
+    """
+    to_embed = any(record.vector is None for record in batch)
+    stored = stored_documents(collection, [record.id for record in batch]) if to_embed else {}
     missing: dict[str, Record] = {}
     for record in batch:
         if record.id not in stored and record.id not in missing:
@@ -90,26 +101,33 @@ def write_batch(
     new = list(missing.values())
     written, meanwhile, exact = _write_missing(client, collection, new, embed)
     stored.update(meanwhile)
+    embedded = [record for record in new if record.vector is None]
     return AddResult(
         added=len(written),
         skipped=len(batch) - len(written),
-        conflicts=tuple(r.id for r in batch if r.id in stored and stored[r.id] != r.text),
-        present_on_write=len(meanwhile),
-        exact=exact,
+        conflicts=tuple(
+            r.id for r in batch if r.text is not None and r.id in stored and stored[r.id] != r.text
+        ),
+        present_on_write=sum(1 for record in embedded if record.id in meanwhile),
+        # Uncertain only through a server, and only for what this call set out to write.
+        exact=exact or not (written or embedded),
     )
 
 
 def _write_missing(
-    client: ClientAPI, collection: Collection, new: list[Record], embed: Callable[[list[str]], np.ndarray]
+    client: ClientAPI,
+    collection: Collection,
+    new: list[Record],
+    embed: Callable[[list[str]], np.ndarray] | None,
 ) -> tuple[list[Record], dict[str, str | None], bool]:
-    """Embed ``new`` and write what is still missing then.
+    """Embed what ``new`` needs and write what is still missing then.
 
     Returns the records written, the stored documents of those another writer stored meanwhile, and
     whether that split is certain.
     """
     if not new:
         return [], {}, True
-    vectors = embed([record.text for record in new])
+    vectors = _vectors(new, embed)
     with write_lock(client) as exact:
         meanwhile = stored_documents(collection, [record.id for record in new])
         keep = [i for i, record in enumerate(new) if record.id not in meanwhile]
@@ -118,11 +136,38 @@ def _write_missing(
             metadatas = [record.metadata for record in written]
             collection.add(
                 ids=[record.id for record in written],
-                documents=[record.text for record in written],
+                documents=_documents(written),  # type: ignore[arg-type]
                 metadatas=metadatas if any(m is not None for m in metadatas) else None,  # type: ignore[arg-type]
                 embeddings=vectors[keep],
             )
     return written, meanwhile, exact
+
+
+def _vectors(records: list[Record], embed: Callable[[list[str]], np.ndarray] | None) -> np.ndarray:
+    """One row per record: the vector it carries, or the model's vector of its text."""
+    pending = [i for i, record in enumerate(records) if record.vector is None]
+    if not pending:
+        return np.stack([record.vector for record in records])  # type: ignore[misc]
+    texts = [records[i].text for i in pending]
+    if embed is None or None in texts:
+        raise ValueError("a record with neither a vector nor a text to embed cannot be written")
+    embedded = np.asarray(embed(texts))  # type: ignore[arg-type]
+    if len(pending) == len(records):
+        return embedded
+    rows = [record.vector for record in records]
+    for row, i in enumerate(pending):
+        rows[i] = embedded[row]
+    return np.stack(rows)  # type: ignore[arg-type]
+
+
+def _documents(records: list[Record]) -> list[str] | None:
+    """The records' texts as Chroma's documents; None when none has one (vectors stored alone)."""
+    texts = [record.text for record in records]
+    if all(text is None for text in texts):
+        return None
+    if any(text is None for text in texts):
+        raise ValueError("one write mixes records with and without a document; write them apart")
+    return texts  # type: ignore[return-value]
 
 
 def stored_documents(collection: Collection, ids: list[str]) -> dict[str, str | None]:
