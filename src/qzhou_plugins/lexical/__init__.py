@@ -8,6 +8,8 @@
 - The analyzer, chosen per index, makes the terms: ``"english"`` (stemming and stopwords, the
   default), ``"chinese"`` and ``"auto"`` (jieba, the ``chinese`` extra); see :mod:`.analyzers`.
   An index records its engine, analyzer, k1 and b, and refuses to be reopened with others.
+- :func:`repair` brings an index in step with its source of truth (the pending ids, then every id if
+  the counts differ), which it knows only through two functions.
 - :func:`fuse` merges a dense and a lexical ranking by reciprocal rank (``"rrf"``) or by a weighted
   sum of normalised scores (``"weighted"``); see :mod:`.fusion`.
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
         weighted_fusion,
     )
     from .opening import open_index
+    from .repairing import Repair, repair
     from .settings import (
         DEFAULT_B,
         DEFAULT_ENGINE,
@@ -62,6 +65,7 @@ __getattr__, __dir__ = lazy_names(
             "weighted_fusion",
         ),
         ".opening": ("open_index",),
+        ".repairing": ("Repair", "repair"),
         ".settings": (
             "DEFAULT_B",
             "DEFAULT_ENGINE",
@@ -91,10 +95,12 @@ __all__ = [
     "LexicalIndexError",
     "LexicalSettings",
     "LexicalSettingsError",
+    "Repair",
     "analyzer",
     "fuse",
     "open_index",
     "reciprocal_rank_fusion",
     "remove_index",
+    "repair",
     "weighted_fusion",
 ]
