@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,24 @@ def test_two_handles_see_each_others_writes(tmp_path: Path, engine: str) -> None
         assert found(second, "beta") == [] and second.count() == 1
 
 
+def test_writers_of_two_handles_take_turns(tmp_path: Path, engine: str) -> None:
+    """Each handle's writes wait for the other's (tantivy: its writer lock; FTS5: SQLite's)."""
+    folder = tmp_path / "lexical"
+    handles = [open_index(folder, engine=engine), open_index(folder)]
+
+    def write(number: int) -> None:
+        for batch in range(4):
+            ids = [f"h{number}-b{batch}-{i}" for i in range(3)]
+            handles[number].add(ids, [f"shared text {number}"] * 3)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(write, [0, 1]))
+    assert handles[0].count() == handles[1].count() == 24
+    assert len(handles[1].search("shared", 100)) == 24
+    for handle in handles:
+        handle.close()
+
+
 def test_remove_deletes_the_folder_and_a_closed_index_says_so(tmp_path: Path, engine: str) -> None:
     folder = tmp_path / "lexical"
     index = open_index(folder, engine=engine)
@@ -208,6 +227,11 @@ def test_query_syntax_is_plain_words(index: LexicalIndex, query: str) -> None:
     if query == "NEAR":
         assert found(index, query) == ["moon"]  # the word itself, from "The near side"
     assert index.count() == len(DOCUMENTS)
+
+
+def test_a_query_of_more_terms_than_sqlite_takes_variables(index: LexicalIndex) -> None:
+    query = " ".join(f"word{n}" for n in range(40_000)) + " tea"
+    assert found(index, query) == ["tea"]
 
 
 @pytest.mark.parametrize("query", ["", "   ", "the of and", "!!! ... ???", "😀🎉", "\u200b", "*", '""', "()"])

@@ -143,18 +143,15 @@ class Fts5Index:
             return []
         with self._lock, self._transaction(write=False) as db:
             documents, total_length = db.execute("SELECT documents, terms FROM totals").fetchone()
-            counts = dict(
-                db.execute(
-                    f"SELECT term, doc FROM term_documents WHERE term IN ({','.join('?' * len(terms))})",
-                    list(terms),
-                )
-            )
+            held = "SELECT term, doc FROM term_documents WHERE term IN ({})"
+            counts = dict(_select_in(db, held, list(terms)))
             if not counts:
                 return []
             self._refresh_lengths(db)
             rowids, scores = self._scores(db, terms, counts, documents, total_length / documents)
             best = _best(rowids, scores, k)
-            names = self._names(db, [int(rowids[i]) for i in best])
+            chosen = [int(rowids[i]) for i in best]
+            names = dict(_select_in(db, "SELECT rowid, id FROM documents WHERE rowid IN ({})", chosen))
         return [LexicalHit(names[int(rowids[i])], float(scores[i])) for i in best]
 
     def _scores(
@@ -190,15 +187,6 @@ class Fts5Index:
         if len(rows):
             lengths[rows[:, 0]] = rows[:, 1]
         self._lengths, self._data_version = lengths, version
-
-    @staticmethod
-    def _names(db: sqlite3.Connection, rowids: list[int]) -> dict[int, str]:
-        names: dict[int, str] = {}
-        for start in range(0, len(rowids), _SQL_VARIABLES):
-            chunk = rowids[start : start + _SQL_VARIABLES]
-            marks = ",".join("?" * len(chunk))
-            names.update(db.execute(f"SELECT rowid, id FROM documents WHERE rowid IN ({marks})", chunk))
-        return names
 
     def count(self) -> int:
         with self._lock, self._transaction(write=False) as db:
@@ -247,6 +235,15 @@ class Fts5Index:
 
     def __repr__(self) -> str:
         return f"Fts5Index({str(self.path)!r}, analyzer={self.settings.analyzer!r})"
+
+
+def _select_in(db: sqlite3.Connection, sql: str, values: list) -> list[tuple]:
+    """The rows of ``sql`` (with ``IN ({})``) for all ``values``, a statement per SQLite's limit of them."""
+    rows: list[tuple] = []
+    for start in range(0, len(values), _SQL_VARIABLES):
+        chunk = values[start : start + _SQL_VARIABLES]
+        rows.extend(db.execute(sql.format(",".join("?" * len(chunk))), chunk))
+    return rows
 
 
 def _frequencies(occurrences: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -95,27 +95,26 @@ class TantivyIndex:
             self._tantivy.Document(id=id_, terms=" ".join(self._analyze(text)))
             for id_, text in zip(ids, texts, strict=True)
         ]
-        with self._lock:
-            held = self._held(ids)  # a delete costs at commit time: only for ids to replace
 
-            def write(writer: Any) -> None:
-                for id_ in held:
-                    writer.delete_documents_by_term("id", id_)  # applies to documents added before it
-                for document in documents:
-                    writer.add_document(document)
+        def write(writer: Any) -> None:
+            # Read once this writer holds the index: another process's adds are committed by then.
+            for id_ in self._held(ids):  # a delete costs at commit: only for ids to replace
+                writer.delete_documents_by_term("id", id_)  # applies to documents added before it
+            for document in documents:
+                writer.add_document(document)
 
-            self._commit(write, ids)
+        self._commit(write, ids)
 
     def delete(self, ids: Iterable[str]) -> int:
         ids = checked_ids(ids)
-        with self._lock:
-            held = self._held(ids)
+        held: list[str] = []
 
-            def write(writer: Any) -> None:
-                for id_ in held:
-                    writer.delete_documents_by_term("id", id_)
+        def write(writer: Any) -> None:
+            held.extend(self._held(ids))
+            for id_ in held:
+                writer.delete_documents_by_term("id", id_)
 
-            self._commit(write, ids)
+        self._commit(write, ids)
         return len(held)
 
     def mark_pending(self, ids: Iterable[str]) -> None:
