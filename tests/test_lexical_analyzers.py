@@ -3,11 +3,14 @@ Chinese text (STS-B zh pairs as a small retrieval task)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import read_sts, shared_data
+from conftest import REPO, read_sts, shared_data
 from qzhou_plugins.lexical import analyzer, open_index
 
 english = analyzer("english")
@@ -68,3 +71,32 @@ def test_chinese_text_is_found_lexically_far_more_often_with_jieba(tmp_path: Pat
     assert unsegmented < 0.3
     assert segmented > 0.7 and precise > 0.65
     assert segmented > 2.5 * unsegmented
+
+
+MISSING = """
+import sys
+from pathlib import Path
+sys.modules[sys.argv[1]] = None  # as if the extra were not installed
+from qzhou_plugins.lexical import analyzer, open_index
+try:
+    if sys.argv[1] == "tantivy":
+        open_index(Path(sys.argv[2]), engine="tantivy")
+    else:
+        analyzer(sys.argv[2])
+except ImportError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "argument", "extra"),
+    [("Stemmer", "english", "lexical"), ("jieba", "auto", "chinese"), ("tantivy", "index", "tantivy")],
+)
+def test_a_missing_extra_is_named(tmp_path: Path, module: str, argument: str, extra: str) -> None:
+    target = str(tmp_path / argument) if module == "tantivy" else argument
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING, module, target], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"pip install 'qzhou-plugins[{extra}]'" in done.stdout
