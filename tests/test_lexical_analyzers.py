@@ -85,6 +85,7 @@ try:
         analyzer(sys.argv[2])
 except ImportError as error:
     print(error)
+print("folder made:", Path(sys.argv[2]).exists())
 """
 
 
@@ -100,3 +101,4 @@ def test_a_missing_extra_is_named(tmp_path: Path, module: str, argument: str, ex
     )
     assert done.returncode == 0, done.stderr
     assert f"pip install 'qzhou-plugins[{extra}]'" in done.stdout
+    assert "folder made: False" in done.stdout  # nothing is created for an index that cannot open

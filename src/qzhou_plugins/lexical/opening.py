@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from . import analyzers
 from .base import LexicalIndex
 from .folder import index_folder, settle
 
@@ -31,6 +32,13 @@ def open_index(
     own: a folder with other files and no index record is refused, never written to.
     """
     folder = index_folder(path)
+    # What a new index needs is imported before its folder is made: a missing extra leaves nothing.
+    if analyzer is not None:
+        analyzers.analyzer(analyzer)
+    if engine == "tantivy":
+        from .tantivy_index import import_tantivy
+
+        import_tantivy()
     settings, _ = settle(folder, {"engine": engine, "analyzer": analyzer, "k1": k1, "b": b}, create=create)
     if settings.engine == "tantivy":
         from .tantivy_index import TantivyIndex

@@ -40,7 +40,8 @@ WRITER_HEAP_BYTES = 128_000_000
 _TOKENIZER = "qzhou_terms"
 
 
-def _tantivy() -> Any:
+def import_tantivy() -> Any:
+    """The tantivy module, or an ImportError that names the extra."""
     try:
         import tantivy
     except ImportError:
@@ -57,7 +58,7 @@ class TantivyIndex:
         self.path = path
         self.settings = settings
         self._analyze = analyzer(settings.analyzer)
-        self._tantivy = _tantivy()
+        self._tantivy = import_tantivy()
         self._lock = threading.RLock()
         self._live: Any = self._open_index(path / "tantivy")
         self._journal: sqlite3.Connection | None = sqlite3.connect(
