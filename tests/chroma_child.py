@@ -10,7 +10,9 @@ embedded path or a Chroma server.
   (the crash test kills this process part-way);
 - ``count``: the number of records, with plain chromadb only (no model is loaded);
 - ``race``: add texts to a collection at the same moment as the test process (see
-  :func:`meet_before_writing`), and report the AddResult.
+  :func:`meet_before_writing`), and report the AddResult;
+- ``upsert-then-hang``: upsert texts into a collection, and stop for good right after the Chroma write,
+  before the lexical index is written (see :func:`hang_after_chroma_writes`): the test SIGKILLs it there.
 """
 
 from __future__ import annotations
@@ -70,6 +72,23 @@ def meet_before_writing(function: Any, folder: str, me: str, other: str, timeout
     function.embed_documents = embed_then_wait
 
 
+def hang_after_chroma_writes(collection: Any) -> None:
+    """Make the lexical side of ``collection`` say ``chroma written`` and wait forever instead of writing.
+
+    Chroma has then taken the write and the lexical index has not: the one moment a SIGKILL leaves the
+    two out of step. Only the timing is arranged; the ids were really marked pending and Chroma really
+    written.
+    """
+
+    def hang(*_: Any) -> None:
+        print("chroma written", flush=True)
+        while True:
+            time.sleep(60)
+
+    collection.lexical.added = hang
+    collection.lexical.deleted = hang
+
+
 def main(command: str, payload: dict[str, Any]) -> dict[str, Any]:
     client = connect(payload["spec"])
     if command == "count":
@@ -114,6 +133,11 @@ def main(command: str, payload: dict[str, Any]) -> dict[str, Any]:
             "present_on_write": added.present_on_write,
             "exact": added.exact,
         }
+    if command == "upsert-then-hang":
+        collection = QZhouCollection.open(payload["name"], client=client)
+        hang_after_chroma_writes(collection)
+        collection.upsert(payload["texts"], ids=payload["ids"], show_progress=False)
+        return {}
     raise SystemExit(f"unknown command {command!r}")
 
 

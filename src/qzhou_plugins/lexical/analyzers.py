@@ -49,7 +49,7 @@ ENGLISH_STOPWORDS = frozenset(
 Analyzer = Callable[[str], list[str]]
 
 _WORD = re.compile(r"\w+(?:(?:(?<=\d)\.(?=\d)|['’](?=\w))\w+)*")
-_CJK_RUN = re.compile(
+CJK_RUN = re.compile(  # Chinese and Japanese characters: what jieba segments, and no spaces between words
     "[\u3005\u3007\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]+"
 )
 _jieba_lock = threading.Lock()
@@ -87,7 +87,7 @@ def _segmented(text: str, *, search_mode: bool) -> list[str]:
     cut = tokenizer.cut_for_search if search_mode else tokenizer.cut
     terms: list[str] = []
     start = 0
-    for run in _CJK_RUN.finditer(normal):
+    for run in CJK_RUN.finditer(normal):
         terms.extend(_english_words(normal[start : run.start()]))
         terms.extend(word for word in cut(run.group()) if len(word) <= MAX_TERM_LENGTH)
         start = run.end()

@@ -30,6 +30,11 @@ FUSIONS = ("rrf", "weighted")
 DEFAULT_FUSION = "rrf"
 DEFAULT_RRF_K = 60
 DEFAULT_ALPHA = 0.5
+MODES = ("dense", "lexical", "hybrid")
+"""How a search ranks: by the dense side alone, the lexical side alone, or both fused."""
+DEFAULT_MODE = "dense"
+DEFAULT_CANDIDATES = 100
+"""Hits each side hands to a hybrid fusion (the collection, the command line and the evaluation)."""
 
 Ranking = Sequence[tuple[str, float]]
 """``(id, score)`` pairs, best first: a dense result's ids and similarities, or lexical hits."""
@@ -50,6 +55,44 @@ class FusedHit:
     def sources(self) -> tuple[str, ...]:
         """The side(s) that found it: ``("dense",)``, ``("lexical",)`` or ``("dense", "lexical")``."""
         return tuple(side for side, r in (("dense", self.dense_rank), ("lexical", self.lexical_rank)) if r)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a search ranks: its ``mode`` and, for hybrid, the fusion and its parameters, each checked.
+
+    ``candidates`` is how many hits each side hands to the fusion; ``rrf_k`` is RRF's constant and
+    ``alpha`` the dense side's weight in a weighted fusion. The collection, the command line and the
+    evaluation all take these, so a bad value gets the same error everywhere.
+    """
+
+    mode: str = DEFAULT_MODE
+    fusion: str = DEFAULT_FUSION
+    candidates: int = DEFAULT_CANDIDATES
+    rrf_k: float = DEFAULT_RRF_K
+    alpha: float = DEFAULT_ALPHA
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        try:
+            candidates = check_count(self.candidates, what="candidates", allow_none=False, minimum=1)
+        except (TypeError, ValueError):
+            raise ValueError(f"candidates must be a positive integer, not {self.candidates!r}") from None
+        object.__setattr__(self, "candidates", candidates)
+        object.__setattr__(self, "rrf_k", check_fusion_number(self.rrf_k, "rrf_k", high=math.inf))
+        object.__setattr__(self, "alpha", check_fusion_number(self.alpha, "alpha", high=1.0))
+
+    def fuse(self, dense: Ranking, lexical: Ranking, *, limit: int | None = None) -> list[FusedHit]:
+        """:func:`fuse` with these options."""
+        return fuse(dense, lexical, method=self.fusion, k=self.rrf_k, alpha=self.alpha, limit=limit)
+
+    def describe(self) -> str:
+        """The fusion in words, for reports: ``rrf (k=60), 100 candidates a side``."""
+        how = f"rrf (k={self.rrf_k:g})" if self.fusion == "rrf" else f"weighted (alpha={self.alpha:g})"
+        return f"{how}, {self.candidates} candidates a side"
 
 
 def fuse(

@@ -6,6 +6,10 @@ The data path of :class:`QZhouCollection`, one module per step::
     add     records.py      texts (validation), metadata (metadata.py) and ids checked, records built
             writing.py      missing ids embedded (embedding_function.py -> Encoder) and written
     query   query.py        query side embedded -> Chroma's nearest -> optional rerank (rerank.rank)
+            hybrid.py       lexical mode, or both sides fused (lexical.fuse), filters on both
+    upsert  changing.py     replace what ids hold, delete by ids or filters, delete the collection
+    lexical lexical_record  where the lexical index lives, the analyzer the collection records
+            lexical_side.py opened and repaired from Chroma, written in step with every write
     reembed migration.py    copy into a collection of the new setup, then swap it in
     load    precomputed.py  a bulk output's fingerprint checked (or a collection made from it),
                             its vectors written as they are, stored ids skipped (writing.py)
@@ -19,9 +23,11 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("qzhou_plugins.chroma needs chromadb: pip install 'qzhou-plugins[chroma]'") from error
 
+from .changing import UpsertResult
 from .collection import QZhouCollection
 from .embedding_function import QZhouEmbeddingFunction
 from .fingerprint import EMBEDDING_FUNCTION_NAME, CollectionMismatchError
+from .lexical_side import LexicalUnavailableError
 from .opening import DEFAULT_PATH, CollectionNotFoundError
 from .query import Hit, QueryResult
 from .records import content_id
@@ -34,8 +40,10 @@ __all__ = [
     "CollectionMismatchError",
     "CollectionNotFoundError",
     "Hit",
+    "LexicalUnavailableError",
     "QZhouCollection",
     "QZhouEmbeddingFunction",
     "QueryResult",
+    "UpsertResult",
     "content_id",
 ]

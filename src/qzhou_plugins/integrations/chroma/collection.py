@@ -12,14 +12,16 @@ The safe path is the default one:
 - migrating to another model or instruction set is an explicit :meth:`QZhouCollection.reembed`
   into a separate collection, swapped in only once it is complete (:mod:`.migration`);
 - vectors embedded in bulk elsewhere (``qzhou-plugins embed``) are loaded as they are, with the
-  same skipping of stored ids and the same fingerprint check (:mod:`.precomputed`).
+  same skipping of stored ids and the same fingerprint check (:mod:`.precomputed`);
+- a lexical (BM25) index is kept beside the collection, in step with every write and repaired from
+  Chroma after a crash (:mod:`.lexical_side`), for lexical and hybrid queries (:mod:`.hybrid`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 from chromadb.api import ClientAPI
@@ -28,21 +30,19 @@ from tqdm.auto import tqdm
 
 from ...encoder import Encoder, wants_progress
 from ...instructions import TaskLike, TaskType
-from ...validation import as_list, check_count
+from ...lexical.base import LexicalIndex
+from ...lexical.fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_RRF_K, SearchOptions
+from ...validation import as_list
 from . import migration, precomputed
+from .changing import UpsertResult, delete_records, remove_collection, upsert_batch
 from .embedding_function import QZhouEmbeddingFunction
-from .opening import (
-    CollectionNotFoundError,
-    check_name,
-    connect,
-    create_collection,
-    existing_collection,
-    new_function,
-    reopen_collection,
-)
-from .query import QueryResult, nearest, reranked, result_counts
-from .records import record_batches
-from .writing import AddResult, write_batch
+from .hybrid import search
+from .lexical_record import check_choice, lexical_root
+from .lexical_side import LexicalSide
+from .opening import check_name, connect, open_or_create
+from .query import QueryResult, reranked, result_counts
+from .records import Record, record_batches
+from .writing import AddResult, checked_batch_size, warn_conflicts, write_batch
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -52,15 +52,22 @@ class QZhouCollection:
 
     Get one with :meth:`open`. ``collection`` is the raw :class:`chromadb.Collection` (its persisted
     embedding function is a :class:`~qzhou_plugins.chroma.QZhouEmbeddingFunction`, so plain Chroma,
-    LangChain or LlamaIndex code can read it too) and ``encoder`` the shared encoder.
+    LangChain or LlamaIndex code can read it too) and ``encoder`` the shared encoder. Write to it through
+    this helper (:meth:`add`, :meth:`upsert`, :meth:`delete`, ...): plain Chroma writes do not reach
+    its lexical index, which then notices only a changed count, when the collection is next opened.
     """
 
     def __init__(
-        self, client: ClientAPI, collection: Collection, embedding_function: QZhouEmbeddingFunction
+        self,
+        client: ClientAPI,
+        collection: Collection,
+        embedding_function: QZhouEmbeddingFunction,
+        lexical: LexicalSide | None = None,
     ) -> None:
         self.client = client
         self.collection = collection
         self.embedding_function = embedding_function
+        self.lexical = lexical if lexical is not None else LexicalSide(None, collection.name, {})
 
     @property
     def encoder(self) -> Encoder:
@@ -79,6 +86,16 @@ class QZhouCollection:
     def task(self) -> TaskLike:
         return self.embedding_function.task
 
+    @property
+    def analyzer(self) -> str:
+        """The analyzer of the lexical index: ``"english"``, ``"chinese"`` or ``"auto"``."""
+        return self.lexical.settings()["analyzer"]
+
+    @property
+    def lexical_engine(self) -> str:
+        """The engine of the lexical index: ``"fts5"`` or ``"tantivy"``."""
+        return self.lexical.settings()["engine"]
+
     # -- opening ------------------------------------------------------------------------------------
 
     @classmethod
@@ -91,6 +108,9 @@ class QZhouCollection:
         model: str | None = None,
         task: TaskLike = None,
         create: bool = True,
+        analyzer: str | None = None,
+        lexical_engine: str | None = None,
+        lexical_path: str | os.PathLike[str] | None = None,
         **encoder_options: Any,
     ) -> QZhouCollection:
         """Open (or create) collection ``name``, refusing it if it was built another way.
@@ -101,20 +121,23 @@ class QZhouCollection:
         new one); so do vector-changing ``encoder_options`` (max_length, normalize, dtype, pooling,
         bidirectional) left out while the model stays the same. Machine options (device,
         batch_tokens, ...) are never recorded.
+
+        The lexical index (``query(mode="lexical" | "hybrid")``) is made with ``analyzer``
+        (``"english"``, the default, ``"chinese"``, ``"auto"``) and ``lexical_engine`` (``"fts5"``, the
+        default, or ``"tantivy"``), recorded like the model (None: as recorded; another value is
+        refused), and kept in ``lexical_path`` (default: ``qzhou-lexical`` in an embedded database's
+        folder; a Chroma server's collection needs one). Opening repairs it after a crash.
         """
         name = check_name(name)
         if "model" in encoder_options:
             raise TypeError("model is given once, as the model argument")
+        check_choice(analyzer, lexical_engine)
         client = connect(path, client)
-        existing = existing_collection(client, name)
-        if existing is not None:
-            return cls(client, *reopen_collection(client, existing, model, task, encoder_options))
-        if not create:
-            raise CollectionNotFoundError(
-                f"no collection named {name!r} in this Chroma database; create it with "
-                f"QZhouCollection.open({name!r}) (create=True is the default)"
-            )
-        return cls(client, *create_collection(client, name, new_function(model, task, encoder_options)))
+        root = lexical_root(client, lexical_path)  # a bad lexical_path is refused before anything is made
+        collection, function = open_or_create(client, name, model, task, encoder_options, create=create,
+                                              lexical=(analyzer, lexical_engine))  # fmt: skip
+        side = LexicalSide.opened(client, collection, root, analyzer, lexical_engine)
+        return cls(client, collection, function, side)
 
     @classmethod
     def open_precomputed(
@@ -125,6 +148,9 @@ class QZhouCollection:
         path: str | os.PathLike[str] | None = None,
         client: ClientAPI | None = None,
         create: bool = True,
+        analyzer: str | None = None,
+        lexical_engine: str | None = None,
+        lexical_path: str | os.PathLike[str] | None = None,
     ) -> QZhouCollection:
         """Open (or create) collection ``name`` for the vectors of a finished bulk ``output``.
 
@@ -132,11 +158,34 @@ class QZhouCollection:
         no ``model`` or ``task`` is asked for. An existing collection built another way (model,
         dimension, prefixes, pooling, normalisation, length) is refused, saying what differs; an
         output of query-side vectors is refused. No model is loaded until one is needed (a query).
-        Then call :meth:`add_precomputed`.
+        The lexical options are those of :meth:`open`. Then call :meth:`add_precomputed`.
         """
         name = check_name(name)
+        check_choice(analyzer, lexical_engine)
         client = connect(path, client)
-        return cls(client, *precomputed.open_for_output(client, name, output, create=create))
+        root = lexical_root(client, lexical_path)
+        lexical = (analyzer, lexical_engine)
+        collection, function = precomputed.open_for_output(
+            client, name, output, create=create, lexical=lexical
+        )
+        return cls(client, collection, function, LexicalSide.opened(client, collection, root, *lexical))
+
+    @classmethod
+    def delete_collection(
+        cls,
+        name: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        client: ClientAPI | None = None,
+        lexical_path: str | os.PathLike[str] | None = None,
+    ) -> bool:
+        """Delete collection ``name`` with its lexical index; False if there was no such collection.
+
+        ``path``, ``client`` and ``lexical_path`` say where, as for :meth:`open`. The lexical index is
+        removed even when the collection is already gone (deleted with plain Chroma).
+        """
+        client = connect(path, client)
+        return remove_collection(client, check_name(name), lexical_root(client, lexical_path))
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -154,17 +203,50 @@ class QZhouCollection:
         Lists (any ``Sequence``) are validated whole before the first write. Other iterables are
         streamed: each batch is validated before it is written, and a problem found later stops
         the call with the earlier batches stored; fixing the input and rerunning adds only the rest.
+        To replace what an id holds, use :meth:`upsert`.
         """
-        batch_size = self._batch_size(batch_size)
-        total = len(texts) if isinstance(texts, Sized) else None
-        show = wants_progress(show_progress, total, self.encoder.config.show_progress)
         result = AddResult(added=0, skipped=0)
-        with tqdm(total=total, unit="text", desc=f"Adding to {self.name}", disable=not show) as progress:
-            for batch in record_batches(texts, metadatas, ids, batch_size):
-                result += write_batch(self.client, self.collection, batch, self._embed_documents)
-                progress.update(len(batch))
-        self._warn_conflicts(result)
+        for batch in self._batches(texts, metadatas, ids, batch_size, show_progress, "Adding to"):
+            result += write_batch(self.client, self.collection, batch, self._embed_documents, self.lexical)
+        warn_conflicts(self.name, result)
         return result
+
+    def upsert(
+        self,
+        texts: Iterable[str],
+        *,
+        ids: Iterable[str],
+        metadatas: Iterable[Mapping[str, Any] | None] | None = None,
+        batch_size: int = 256,
+        show_progress: bool | None = None,
+    ) -> UpsertResult:
+        """Store each text under its id, replacing the text, vector and metadata of an id already there.
+
+        The metadata given replaces the stored one (keys left out are removed; ``None`` or no
+        ``metadatas`` leaves a record with none). Records whose stored text and metadata are already
+        the ones given are left as they are, not embedded again. Validated as :meth:`add` validates;
+        the lexical index is kept in step.
+        """
+        if ids is None:
+            raise TypeError("upsert needs ids=, which say the records to replace (add makes ids from texts)")
+        result = UpsertResult(added=0, updated=0)
+        for batch in self._batches(texts, metadatas, ids, batch_size, show_progress, "Upserting into"):
+            result += upsert_batch(self.client, self.collection, batch, self._embed_documents, self.lexical)
+        return result
+
+    def delete(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete the records of ``ids`` and/or those matching the filters; returns how many were deleted.
+
+        With several given, a record must satisfy all of them. The lexical index is kept in step. To
+        delete the whole collection, use :meth:`delete_collection`.
+        """
+        return delete_records(self.client, self.collection, ids, where, where_document, self.lexical)
 
     def add_precomputed(
         self,
@@ -182,28 +264,24 @@ class QZhouCollection:
         time and refused, before anything is written, if its vectors are not comparable with this
         collection's (see :meth:`open_precomputed`).
         """
-        batch_size = self._batch_size(batch_size)
-        result = precomputed.add_output(self.client, self.collection, output, batch_size, show_progress)
-        self._warn_conflicts(result)
+        batch_size = checked_batch_size(self.client, batch_size)
+        result = precomputed.add_output(
+            self.client, self.collection, output, batch_size, show_progress, self.lexical
+        )
+        warn_conflicts(self.name, result)
         return result
 
-    def _batch_size(self, batch_size: int) -> int:
-        """A positive ``batch_size``, at most what one Chroma write takes."""
-        try:
-            check_count(batch_size, what="batch_size", allow_none=False, minimum=1)
-        except (TypeError, ValueError):
-            raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}") from None
-        return min(batch_size, self.client.get_max_batch_size())
-
-    def _warn_conflicts(self, result: AddResult) -> None:
-        if result.conflicts:
-            logger.warning(
-                "%d ids were already in %r with a different document and were left unchanged (first: %s); "
-                "delete them first or give new ids to store the new texts.",
-                len(result.conflicts),
-                self.name,
-                ", ".join(result.conflicts[:5]),
-            )
+    def _batches(
+        self, texts: Any, metadatas: Any, ids: Any, batch_size: int, show_progress: bool | None, verb: str
+    ) -> Iterator[list[Record]]:
+        """The validated records of one call, ``batch_size`` at a time, with a progress bar if wanted."""
+        batch_size = checked_batch_size(self.client, batch_size)
+        total = len(texts) if isinstance(texts, Sized) else None
+        show = wants_progress(show_progress, total, self.encoder.config.show_progress)
+        with tqdm(total=total, unit="text", desc=f"{verb} {self.name}", disable=not show) as progress:
+            for batch in record_batches(texts, metadatas, ids, batch_size):
+                yield batch
+                progress.update(len(batch))
 
     def _embed_documents(self, texts: list[str]) -> Any:
         return self.embedding_function.embed_documents(texts, show_progress=False)
@@ -212,6 +290,13 @@ class QZhouCollection:
 
     def count(self) -> int:
         return self.collection.count()
+
+    def lexical_index(self) -> LexicalIndex:
+        """The lexical index (built now from Chroma's documents if the collection has none yet).
+
+        Raises :class:`LexicalUnavailableError`, saying why and how to fix it, if it cannot be used.
+        """
+        return self.lexical.for_search(self.client, self.collection)
 
     def query(
         self,
@@ -223,23 +308,37 @@ class QZhouCollection:
         where_document: Mapping[str, Any] | None = None,
         rerank_task: TaskLike = TaskType.RERANKING,
         rerank: int | None = None,
+        mode: str = "dense",
+        fusion: str = DEFAULT_FUSION,
+        candidates: int = DEFAULT_CANDIDATES,
+        rrf_k: float = DEFAULT_RRF_K,
+        alpha: float = DEFAULT_ALPHA,
     ) -> list[QueryResult]:
-        """The nearest documents of each query text (query side of the collection's task).
+        """The best documents of each query text, by meaning (dense), by words (lexical) or by both.
 
-        ``rerank_candidates=N`` takes the ``max(N, n_results)`` nearest candidates from the index,
-        rescores them with the shared model for ``rerank_task`` (:mod:`qzhou_plugins.rerank`: one
-        pass over the instructed query and the candidates) and returns the best ``n_results`` by
-        that score. Each hit keeps its index distance; its ``score`` is then the rerank score.
-        ``rerank`` is the deprecated former name of ``rerank_candidates``.
+        ``mode="dense"`` (the default) ranks by the nearest vectors (query side of the collection's
+        task). ``mode="lexical"`` ranks by BM25 over the collection's lexical index. ``mode="hybrid"``
+        takes the ``candidates`` best of each side and fuses them with ``fusion``: ``"rrf"``
+        (reciprocal-rank fusion with constant ``rrf_k``) or ``"weighted"`` (``alpha`` times the dense
+        side's min-max normalised score plus ``1 - alpha`` times the lexical side's). ``where`` and
+        ``where_document`` hold in every mode. Each hit keeps its dense, lexical and fused scores and
+        the side(s) that found it (:class:`Hit`).
+
+        ``rerank_candidates=N`` takes the ``max(N, n_results)`` best candidates (of the fused list in
+        hybrid mode), rescores them with the shared model for ``rerank_task``
+        (:mod:`qzhou_plugins.rerank`) and returns the best ``n_results`` by that score, which becomes
+        their ``score``. ``rerank`` is the deprecated former name of ``rerank_candidates``.
         """
         queries = as_list([texts] if isinstance(texts, str) else texts, what="query texts")
-        n_results, candidates = result_counts(n_results, rerank_candidates, rerank)
+        n_results, rerank_count = result_counts(n_results, rerank_candidates, rerank)
+        options = SearchOptions(mode, fusion, candidates, rrf_k, alpha)
         if not queries:
             return []
-        fetch = n_results if candidates is None else max(candidates, n_results)
-        vectors = self.embedding_function.embed_queries(queries)  # validates them, naming positions
-        results = nearest(self.collection, vectors, queries, fetch, where, where_document)
-        if candidates is None:
+        fetch = n_results if rerank_count is None else max(rerank_count, n_results)
+        embed = self.embedding_function.embed_queries
+        filters = (where, where_document)
+        results = search(self.collection, embed, self.lexical_index, queries, fetch, filters, options)
+        if rerank_count is None:
             return results
         return [reranked(self.encoder, result, n_results, rerank_task) for result in results]
 
@@ -258,11 +357,12 @@ class QZhouCollection:
         """Embed every stored document again with another model or task, without risking the original.
 
         ``model=None`` / ``task=None`` keep the current ones (and, for the same model, its recorded
-        options). With ``new_name`` the result is a new collection and this one is left as it is.
-        Without it the records are copied into a staging collection (named after the new setup, so
-        an interrupted run resumes), checked to hold every id, and only then swapped in: this one is
-        renamed aside, the staging one takes its name, and the old one is deleted last; this object
-        (which is returned) then stands for the new collection.
+        options). With ``new_name`` the result is a new collection (with a lexical index of its own,
+        made with this one's analyzer and engine) and this one is left as it is. Without it the records
+        are copied into a staging collection (named after the new setup, so an interrupted run
+        resumes), checked to hold every id, and only then swapped in: this one is renamed aside, the
+        staging one takes its name, and the old one is deleted last; this object (which is returned)
+        then stands for the new collection. The texts do not change, so neither does the lexical index.
         """
         if new_name == self.name:
             raise ValueError(f"new_name is the current name {self.name!r}; leave it out to re-embed in place")
@@ -270,9 +370,10 @@ class QZhouCollection:
             check_name(new_name)
         setup = migration.plan(self.embedding_function, model, task, encoder_options)
         migration.check_documents_stored(self.collection)
-        target_name = new_name if new_name is not None else migration.staging_name(self.name, setup)
-        target = QZhouCollection.open(
-            target_name, client=self.client, model=setup.model, task=setup.task, **setup.options
+        target = self._target(
+            new_name if new_name is not None else migration.staging_name(self.name, setup),
+            setup,
+            lexical=new_name is not None,
         )
         show = wants_progress(show_progress, self.count(), self.encoder.config.show_progress)
         migration.copy_records(self.collection, target.collection, target.add, batch_size, show)
@@ -282,6 +383,17 @@ class QZhouCollection:
         # This object now stands for the new collection too, so that no caller keeps a stale one.
         self.collection, self.embedding_function = target.collection, target.embedding_function
         return self
+
+    def _target(self, name: str, setup: migration.Plan, *, lexical: bool) -> QZhouCollection:
+        """A new collection with a lexical index (``lexical``), or a staging one without (texts unchanged)."""
+        settings = self.lexical.settings()
+        collection, function = open_or_create(
+            self.client, name, setup.model, setup.task, setup.options, create=True,
+            lexical=(settings["analyzer"], settings["engine"]),
+        )  # fmt: skip
+        root = self.lexical.root if lexical else None
+        side = LexicalSide.opened(self.client, collection, root, settings["analyzer"], settings["engine"])
+        return QZhouCollection(self.client, collection, function, side)
 
     def __repr__(self) -> str:
         return f"QZhouCollection(name={self.name!r}, model={self.model!r})"

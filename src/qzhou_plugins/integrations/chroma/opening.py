@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .fingerprint import (
     same_model,
     task_from_config,
 )
+from .lexical_record import creation_settings, settle_settings
 
 DEFAULT_PATH = "./chroma"
 """Where an embedded database is kept when neither a path nor a client is given."""
@@ -119,21 +120,52 @@ def new_function(
     return QZhouEmbeddingFunction.from_encoder(encoder, task)
 
 
+def open_or_create(
+    client: ClientAPI,
+    name: str,
+    model: str | None,
+    task: TaskLike,
+    encoder_options: dict[str, Any],
+    *,
+    create: bool,
+    lexical: tuple[str | None, str | None],
+) -> tuple[Collection, QZhouEmbeddingFunction]:
+    """Collection ``name`` reopened as it records (refused if asked otherwise), or created if allowed.
+
+    ``lexical`` is the (analyzer, engine) asked for: an existing collection that records others is
+    refused before any model is loaded; a new one records them (defaults for those not given).
+    """
+    analyzer, engine = lexical
+    existing = existing_collection(client, name)
+    if existing is not None:
+        settle_settings(existing, analyzer, engine)
+        return reopen_collection(client, existing, model, task, encoder_options)
+    if not create:
+        raise CollectionNotFoundError(
+            f"no collection named {name!r} in this Chroma database; create it with "
+            f"QZhouCollection.open({name!r}) (create=True is the default)"
+        )
+    function = new_function(model, task, encoder_options)
+    return create_collection(client, name, function, metadata=creation_settings(analyzer, engine))
+
+
 def create_collection(
     client: ClientAPI,
     name: str,
     function: QZhouEmbeddingFunction,
     check: Callable[[Collection], object] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[Collection, QZhouEmbeddingFunction]:
     """A new collection in the cosine space, recording ``function`` and its fingerprint.
 
-    Another process may have created it first, with other settings, so what is there is checked
-    afterwards: by ``check`` if given (it raises on a mismatch), else against ``function``'s config.
+    ``metadata`` adds entries to the record (the lexical settings). Another process may have created
+    it first, with other settings, so what is there is checked afterwards: by ``check`` if given (it
+    raises on a mismatch), else against ``function``'s config.
     """
     collection = client.get_or_create_collection(
         name,
         embedding_function=function,  # type: ignore[arg-type]
-        metadata=creation_metadata(function.get_config()),
+        metadata={**creation_metadata(function.get_config()), **(metadata or {})},
     )
     if check is None:
         check_recorded(collection, function.get_config())

@@ -41,10 +41,11 @@ from .fingerprint import (
     fingerprint_differences,
     recorded_config,
 )
+from .lexical_record import creation_settings, settle_settings
 from .metadata import checked_metadata
 from .opening import CollectionNotFoundError, create_collection, existing_collection
 from .records import Record
-from .writing import AddResult, write_batch
+from .writing import AddResult, LexicalSync, write_batch
 
 if TYPE_CHECKING:
     from ...bulk.load import VectorBatch
@@ -82,22 +83,30 @@ def output_config(output: Output) -> dict[str, Any]:
 
 
 def open_for_output(
-    client: ClientAPI, name: str, output: Output, *, create: bool
+    client: ClientAPI,
+    name: str,
+    output: Output,
+    *,
+    create: bool,
+    lexical: tuple[str | None, str | None] = (None, None),
 ) -> tuple[Collection, QZhouEmbeddingFunction]:
     """Collection ``name`` with an embedding function that loads no model until asked to embed.
 
-    An existing collection must match the output (else nothing is written); a new one is created
-    with the output's model, options and exact prefixes.
+    An existing collection must match the output (else nothing is written) and the lexical settings
+    asked (analyzer, engine; None: as recorded); a new one is created with the output's model,
+    options and exact prefixes, and records the lexical settings.
     """
     wanted = output_config(output)
     existing = existing_collection(client, name)
     if existing is not None:
+        settle_settings(existing, *lexical)
         function = QZhouEmbeddingFunction.build_from_config(check_output(existing, wanted, output))
         return client.get_collection(name, embedding_function=function), function  # type: ignore[arg-type]
     if not create:
         raise CollectionNotFoundError(f"no collection named {name!r} in this Chroma database")
     function = QZhouEmbeddingFunction.build_from_config(wanted)
-    return create_collection(client, name, function, check=lambda made: check_output(made, wanted, output))
+    check = lambda made: check_output(made, wanted, output)  # noqa: E731
+    return create_collection(client, name, function, check=check, metadata=creation_settings(*lexical))
 
 
 def check_output(collection: Collection, wanted: Mapping[str, Any], output: Output) -> dict[str, Any]:
@@ -126,9 +135,17 @@ def check_output(collection: Collection, wanted: Mapping[str, Any], output: Outp
 
 
 def add_output(
-    client: ClientAPI, collection: Collection, output: Output, batch_size: int, show_progress: bool | None
+    client: ClientAPI,
+    collection: Collection,
+    output: Output,
+    batch_size: int,
+    show_progress: bool | None,
+    lexical: LexicalSync | None = None,
 ) -> AddResult:
-    """Stream ``output`` into ``collection``, ``batch_size`` vectors at a time; stored ids are skipped."""
+    """Stream ``output`` into ``collection``, ``batch_size`` vectors at a time; stored ids are skipped.
+
+    The lexical index is kept in step (a record stored without a document is indexed as an empty text).
+    """
     from ...bulk.load import iter_vectors, read_manifest
 
     check_output(collection, output_config(output), output)
@@ -138,7 +155,7 @@ def add_output(
     name = Path(os.fspath(output)).name
     with tqdm(total=rows, unit="vector", desc=f"Loading {name}", disable=not show) as progress:
         for batch in iter_vectors(output, batch_size=batch_size):
-            result += write_batch(client, collection, vector_records(batch))
+            result += write_batch(client, collection, vector_records(batch), lexical=lexical)
             progress.update(len(batch.ids))
     return result
 

@@ -1,5 +1,8 @@
 """Reading: Chroma's nearest neighbours as hits with a similarity, optionally reranked.
 
+This is the dense side of every query, and all of a query in the default ``mode="dense"``; the lexical
+and hybrid modes (:mod:`.hybrid`) return the same :class:`Hit`, with what each side said of it.
+
 The scores of a rerank come from :func:`qzhou_plugins.rerank.score_candidates` and their order
 from :func:`qzhou_plugins.rerank.rank`, the one sort of the package, so a reranked query orders
 and cuts candidates exactly as every other reranker of the package does.
@@ -25,13 +28,25 @@ MAX_RESULTS = 2**32 - 1
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result; ``score`` is the relevance (cosine), or the rerank score when reranked."""
+    """One search result.
+
+    ``score`` orders the hits: the cosine similarity (dense mode), the BM25 score (lexical mode), the
+    fused score (hybrid mode), or the model's score when reranked. What each step said is kept:
+    ``dense_score`` (the cosine), ``lexical_score`` (BM25) and ``fused_score``, each None where that
+    step did not find or score the hit, and ``sources``, the side(s) that found it (``("dense",)``,
+    ``("lexical",)`` or ``("dense", "lexical")``). ``distance`` is Chroma's (None for a hit that only
+    the lexical side found).
+    """
 
     id: str
     document: str
     metadata: dict[str, Any]
-    distance: float
+    distance: float | None
     score: float
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    fused_score: float | None = None
+    sources: tuple[str, ...] = ("dense",)
 
 
 @dataclass(frozen=True)
@@ -56,12 +71,12 @@ def result_counts(n_results: Any, rerank_candidates: Any, rerank: Any) -> tuple[
             stacklevel=3,
         )
         rerank_candidates, label = rerank, "rerank"
-    return _positive(n_results, "n_results"), (
-        None if rerank_candidates is None else _positive(rerank_candidates, label)
+    return positive_count(n_results, "n_results"), (
+        None if rerank_candidates is None else positive_count(rerank_candidates, label)
     )
 
 
-def _positive(value: Any, what: str) -> int:
+def positive_count(value: Any, what: str) -> int:
     """A count of results: a positive int that Chroma can take (not a bool, a float or 2**64).
 
     :func:`~qzhou_plugins.validation.check_count` decides what a count is; this adds Chroma's upper
@@ -106,7 +121,7 @@ def nearest(
         )
         hits = [
             Hit(id=id_, document=document or "", metadata=dict(metadata or {}), distance=float(distance),
-                score=_similarity(space, float(distance)))
+                score=(similarity := _similarity(space, float(distance))), dense_score=similarity)
             for id_, document, metadata, distance in rows
         ]  # fmt: skip
         results.append(QueryResult(query=query, hits=hits))

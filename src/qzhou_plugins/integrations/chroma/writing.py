@@ -15,20 +15,26 @@ The lock is a file lock in the folder of an embedded database (every process of 
 process lock for an in-memory one, which makes the counts exact among QZhouCollection writers.
 A Chroma server offers no lock: there another client can still store an id in the moments between
 the last check and the write, and :attr:`AddResult.exact` says so.
+
+The collection's lexical index is written in step under the same lock (:class:`LexicalSync`, which
+:mod:`.lexical_side` implements): its ids marked pending before the Chroma write, indexed after it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
+from ...validation import check_count
 from .records import Record
 
 try:
@@ -43,6 +49,20 @@ LOCAL_IMPLEMENTATIONS = ("chromadb.api.rust.RustBindingsAPI", "chromadb.api.segm
 """Chroma clients that hold the database in this process (the others talk to a server)."""
 
 _in_memory_lock = threading.Lock()
+logger = logging.getLogger("qzhou_plugins")
+
+
+class LexicalSync(Protocol):
+    """What a write tells the collection's lexical index; none of it ever raises."""
+
+    def mark(self, ids: list[str]) -> None:
+        """Before the Chroma write: ``ids`` are about to change."""
+
+    def added(self, ids: list[str], texts: list[str | None]) -> None:
+        """After a Chroma add or upsert of ``ids`` with these documents."""
+
+    def deleted(self, ids: list[str]) -> None:
+        """After a Chroma delete of ``ids``."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,7 @@ def write_batch(
     collection: Collection,
     batch: list[Record],
     embed: Callable[[list[str]], np.ndarray] | None = None,
+    lexical: LexicalSync | None = None,
 ) -> AddResult:
     """Store the records of ``batch`` whose ids are missing; embed only those that carry no vector.
 
@@ -99,7 +120,7 @@ def write_batch(
         if record.id not in stored and record.id not in missing:
             missing[record.id] = record  # the first of repeated ids: one record, embedded once
     new = list(missing.values())
-    written, meanwhile, exact = _write_missing(client, collection, new, embed)
+    written, meanwhile, exact = _write_missing(client, collection, new, embed, lexical)
     stored.update(meanwhile)
     embedded = [record for record in new if record.vector is None]
     return AddResult(
@@ -119,6 +140,7 @@ def _write_missing(
     collection: Collection,
     new: list[Record],
     embed: Callable[[list[str]], np.ndarray] | None,
+    lexical: LexicalSync | None,
 ) -> tuple[list[Record], dict[str, str | None], bool]:
     """Embed what ``new`` needs and write what is still missing then.
 
@@ -127,23 +149,28 @@ def _write_missing(
     """
     if not new:
         return [], {}, True
-    vectors = _vectors(new, embed)
+    vectors = record_vectors(new, embed)
     with write_lock(client) as exact:
         meanwhile = stored_documents(collection, [record.id for record in new])
         keep = [i for i, record in enumerate(new) if record.id not in meanwhile]
         written = [new[i] for i in keep]
         if written:
+            ids = [record.id for record in written]
             metadatas = [record.metadata for record in written]
+            if lexical is not None:
+                lexical.mark(ids)
             collection.add(
-                ids=[record.id for record in written],
-                documents=_documents(written),  # type: ignore[arg-type]
+                ids=ids,
+                documents=record_documents(written),  # type: ignore[arg-type]
                 metadatas=metadatas if any(m is not None for m in metadatas) else None,  # type: ignore[arg-type]
                 embeddings=vectors[keep],
             )
+            if lexical is not None:
+                lexical.added(ids, [record.text for record in written])
     return written, meanwhile, exact
 
 
-def _vectors(records: list[Record], embed: Callable[[list[str]], np.ndarray] | None) -> np.ndarray:
+def record_vectors(records: list[Record], embed: Callable[[list[str]], np.ndarray] | None) -> np.ndarray:
     """One row per record: the vector it carries, or the model's vector of its text."""
     pending = [i for i, record in enumerate(records) if record.vector is None]
     if not pending:
@@ -160,7 +187,7 @@ def _vectors(records: list[Record], embed: Callable[[list[str]], np.ndarray] | N
     return np.stack(rows)  # type: ignore[arg-type]
 
 
-def _documents(records: list[Record]) -> list[str] | None:
+def record_documents(records: list[Record]) -> list[str] | None:
     """The records' texts as Chroma's documents; None when none has one (vectors stored alone)."""
     texts = [record.text for record in records]
     if all(text is None for text in texts):
@@ -198,3 +225,25 @@ def write_lock(client: ClientAPI) -> Iterator[bool]:
     else:
         with _in_memory_lock:
             yield not settings.is_persistent
+
+
+def checked_batch_size(client: ClientAPI, batch_size: object) -> int:
+    """A positive ``batch_size``, at most what one Chroma write takes."""
+    try:
+        counted = check_count(batch_size, what="batch_size", allow_none=False, minimum=1)
+    except (TypeError, ValueError):
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}") from None
+    assert counted is not None
+    return min(counted, client.get_max_batch_size())
+
+
+def warn_conflicts(name: str, result: AddResult) -> None:
+    """Say which ids an add left unchanged although their stored document differs."""
+    if result.conflicts:
+        logger.warning(
+            "%d ids were already in %r with a different document and were left unchanged (first: %s); "
+            "use upsert() to replace them, or give new ids to store the new texts.",
+            len(result.conflicts),
+            name,
+            ", ".join(result.conflicts[:5]),
+        )
