@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .jsonlines import json_objects_in_text
+from .lexical.analyzers import CJK_RUN
 from .metadata import INT64_MAX, INT64_MIN
 from .validation import find_lone_surrogate, has_content
 
@@ -34,6 +35,14 @@ CHUNK_SIZE = 1000
 """Characters per chunk: about 200-250 tokens of English, under the 256-token limit of the demo model
 and a good retrieval grain for QZhou too."""
 CHUNK_OVERLAP = 100
+SENTENCE_END = (
+    r"(?<=[。｡．！？；…!?;])(?![”’」』）》])"  # after a sentence end, unless a closing quote follows
+    r"|(?<=[。｡．！？；…!?;][”’」』）》])"  # or after that closing quote
+)
+"""Where a text with Chinese (or Japanese) sentences may be cut when a paragraph is too long: after 。！？；
+(and their kin ｡．…!?;), which Chinese writes with no space after them for the splitter to fall back on."""
+CLAUSE_END = r"(?<=[，、：])"
+"""Where such a text may be cut when one sentence is too long: after a comma (，、) or a colon (：)."""
 
 Metadata = dict[str, str | int | float | bool]
 
@@ -153,10 +162,10 @@ def read_chunks(file: Path, chunk_size: int, chunk_overlap: int, *, source: str 
     they would all get the vector of an empty text. ``source`` is the name recorded (by default
     :func:`source_name`): a Ray worker, whose working directory is not the caller's, is given it.
     """
-    splitter = _splitter(file, chunk_size, chunk_overlap)
     source = source_name(file) if source is None else source
     content = read_text(file)
     if file.suffix.lower() != ".jsonl":
+        splitter = _splitter(file, chunk_size, chunk_overlap, content)
         return [
             Chunk(text, {"source": source, "chunk": number})
             for number, text in enumerate(splitter.split_text(content))
@@ -171,6 +180,7 @@ def read_chunks(file: Path, chunk_size: int, chunk_overlap: int, *, source: str 
             raise DocumentError(f"{where}: the 'text' field is missing or has no visible text")
         _check_unicode(text, where, "the 'text' field")
         fields = metadata_fields(record, where)
+        splitter = _splitter(file, chunk_size, chunk_overlap, text)
         for number, piece in enumerate(splitter.split_text(text)):
             if has_content(piece):
                 chunks.append(
@@ -179,19 +189,38 @@ def read_chunks(file: Path, chunk_size: int, chunk_overlap: int, *, source: str 
     return chunks
 
 
-def _splitter(file: Path, chunk_size: int, chunk_overlap: int) -> Any:
-    """LangChain's recursive splitter for the file's kind (Markdown-aware for ``.md``)."""
+def _splitter(file: Path, chunk_size: int, chunk_overlap: int, text: str) -> Any:
+    """LangChain's recursive splitter for the file's kind (Markdown-aware for ``.md``).
+
+    A text with Chinese or Japanese characters is also cut at sentence ends (:data:`SENTENCE_END`),
+    then at commas (:data:`CLAUSE_END`), before the splitter falls back on spaces and then on single
+    characters; any other text is cut exactly as before, so that its chunks keep their ids.
+    """
     try:
         from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
             "chunking documents needs langchain-text-splitters: pip install 'qzhou-plugins[cli]'"
         ) from error
-    if file.suffix.lower() == ".md":
-        return RecursiveCharacterTextSplitter.from_language(
-            Language.MARKDOWN, chunk_size=chunk_size, chunk_overlap=chunk_overlap
-        )
-    return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    markdown = file.suffix.lower() == ".md"
+    if not CJK_RUN.search(text):
+        if markdown:
+            return RecursiveCharacterTextSplitter.from_language(
+                Language.MARKDOWN, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+            )
+        return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    separators = (
+        RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN)
+        if markdown
+        else ["\n\n", "\n", " ", ""]
+    )
+    at_space = separators.index(" ")
+    return RecursiveCharacterTextSplitter(
+        separators=[*separators[:at_space], SENTENCE_END, CLAUSE_END, *separators[at_space:]],
+        is_separator_regex=True,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+    )
 
 
 def read_text(file: Path) -> str:

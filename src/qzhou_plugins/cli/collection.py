@@ -21,6 +21,7 @@ from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, read_documents
 from ..validation import has_content
 from .documents import find_files
 from .errors import DocumentError, UsageError
+from .hybrid import add_lexical_options, add_search_options, lexical_options, search_options
 from .options import PROG, remote_options
 from .where import add_where_options, check_where, describe_where, open_client
 
@@ -48,7 +49,8 @@ def _add_index(commands: Any, common: argparse.ArgumentParser) -> None:
         "Folders are walked. Chunks are identified by their content, so running it again adds only "
         "what is new and an interrupted run can simply be restarted. In .jsonl files each line is a "
         "JSON object with a 'text' field; the other fields are kept as metadata. Binary files are "
-        "skipped with a warning.",
+        "skipped with a warning. A lexical (BM25) index of the chunks is kept beside the collection, "
+        "for `query --mode lexical` and `--mode hybrid`.",
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
     _collection_options(
@@ -68,6 +70,7 @@ def _add_index(commands: Any, common: argparse.ArgumentParser) -> None:
         default=CHUNK_OVERLAP,
         help="characters shared by neighbouring chunks (default: %(default)s)",
     )
+    add_lexical_options(index, new="a new collection's lexical index")
     index.set_defaults(handler=command_index)
 
 
@@ -77,7 +80,8 @@ def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="search a collection and print the best chunks",
         description="Embed the question on the query side (with the collection's instruction) and print "
-        "the closest chunks with their scores and sources.",
+        "the closest chunks with their scores and sources; or rank by words (--mode lexical), or by "
+        "both (--mode hybrid).",
     )
     query.add_argument("text", metavar="TEXT", help="the question or search text")
     _collection_options(
@@ -95,6 +99,7 @@ def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help="fetch N candidates and rerank them with the same model before keeping the best k",
     )
+    add_search_options(query, what="the chunks")
     query.set_defaults(handler=command_query)
 
 
@@ -139,11 +144,26 @@ def command_index(args: argparse.Namespace) -> int:
         f"Indexed {read} file(s) into collection {args.collection!r} ({describe_where(args)}): "
         f"{added} chunk(s) added, {skipped_chunks} already there; the collection holds {collection.count()}."
     )
+    print(_lexical_index_line(collection))
     if documents.empty:
         print(f"{len(documents.empty)} file(s) had no text.")
     if documents.binary:
         print(f"{len(documents.binary)} binary file(s) skipped.")
     return 0
+
+
+def _lexical_index_line(collection: Any) -> str:
+    """Where the collection's lexical index is (built now for a collection made before it had one)."""
+    if collection.lexical.folder is None:
+        return (
+            "No lexical index: a collection on a Chroma server keeps one only where --lexical-dir says "
+            "(needed by query --mode lexical and hybrid)."
+        )
+    index = collection.lexical_index()
+    return (
+        f"Lexical index ({collection.analyzer} analyzer, {collection.lexical_engine}, {index.count()} "
+        f"chunk(s)): {collection.lexical.folder}"
+    )
 
 
 def command_query(args: argparse.Namespace) -> int:
@@ -157,17 +177,31 @@ def command_query(args: argparse.Namespace) -> int:
         raise UsageError(f"--rerank {candidates} must be at least -k ({args.k}): it is how many to rerank")
     options = {} if args.max_length is None else {"max_length": args.max_length}
     collection = _open_collection(args, create=False, **options)
-    (result,) = collection.query([args.text], n_results=args.k, rerank_candidates=candidates)
+    (result,) = collection.query(
+        [args.text], n_results=args.k, rerank_candidates=candidates, **search_options(args)
+    )
     if not result.hits:
-        print(f"No results: collection {args.collection!r} is empty.")
+        why = "is empty" if args.mode == "dense" else "has no chunk with a word of the query"
+        print(f"No results: collection {args.collection!r} {why}.")
         return 0
     for rank, hit in enumerate(result.hits, 1):
-        print(f"{rank}. {hit.score:.4f}  {_hit_source(hit.id, hit.metadata or {})}")
+        sides = "" if args.mode != "hybrid" else "  [" + _sides(hit) + "]"
+        print(f"{rank}. {hit.score:.4f}  {_hit_source(hit.id, hit.metadata or {})}{sides}")
         excerpt = " ".join((hit.document or "").split())
         if len(excerpt) > EXCERPT_CHARACTERS:
             excerpt = excerpt[: EXCERPT_CHARACTERS - 1].rstrip() + "…"
         print(textwrap.indent(textwrap.fill(excerpt, width=100), "   "))
     return 0
+
+
+def _sides(hit: Any) -> str:
+    """What each side of a hybrid query said of a hit: ``dense 0.7123, lexical 8.21``."""
+    said = []
+    if hit.dense_score is not None:
+        said.append(f"dense {hit.dense_score:.4f}")
+    if hit.lexical_score is not None:
+        said.append(f"lexical {hit.lexical_score:.2f}")
+    return ", ".join(said)
 
 
 def _hit_source(hit_id: str, metadata: dict[str, Any]) -> str:
@@ -216,7 +250,7 @@ def _open_collection(
     """
     from ..chroma import CollectionNotFoundError, QZhouCollection
 
-    options = {**remote_options(args), **options}
+    options = {**remote_options(args), **lexical_options(args), **options}
     client = open_client(args, create=create or missing_ok)
     try:
         return QZhouCollection.open(

@@ -13,6 +13,7 @@ from typing import Any
 from ..arguments import add_base_url, positive_int
 from ..config import DEFAULT_MODEL, EncoderConfig
 from .errors import UsageError, one_line
+from .hybrid import add_lexical_options, add_search_options, search_options
 from .options import CommandParser, remote_options
 
 _KINDS = (
@@ -64,6 +65,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
                 default="test",
                 help="qrels/SPLIT.tsv when the folder has no qrels.tsv (default: test)",
             )
+            add_search_options(sub, what="the documents")
+            add_lexical_options(sub, new="the lexical side (--mode lexical and hybrid)")
         sub.set_defaults(handler=command_eval)
 
 
@@ -102,12 +105,20 @@ def command_eval(args: argparse.Namespace) -> int:
 
     options = _check_options(args)
     data = _read_data(args)
-    encoder = Encoder.shared(model=args.model, batch_tokens=args.batch_tokens, show_progress=True, **options)
+    lexical_only = args.kind == "retrieval" and args.mode == "lexical"
+    encoder = (
+        None
+        if lexical_only  # BM25 alone: no model is loaded
+        else Encoder.shared(model=args.model, batch_tokens=args.batch_tokens, show_progress=True, **options)
+    )
     task_option = {} if args.task is None else {"task": args.task}
     name = Path(args.source).stem
     result: evaluation.EvaluationResult
     if args.kind == "retrieval":
-        result = evaluation.evaluate_retrieval(encoder, data, **task_option)
+        lexical = {"analyzer": args.analyzer, "lexical_engine": args.lexical_engine}
+        result = evaluation.evaluate_retrieval(
+            encoder, data, **task_option, **search_options(args), **lexical, show_progress=True
+        )
         size = f"{result.queries} queries, {result.documents} documents"
     elif args.kind == "sts":
         result = evaluation.evaluate_sts(encoder, data, name=name, **task_option)
@@ -164,8 +175,13 @@ def _read_data(args: argparse.Namespace) -> Any:
 
 def _print_result(result: Any, size: str) -> None:
     print(f"{result.evaluation} evaluation of {result.dataset} ({size}) in {result.seconds:.1f} s")
-    print(f"model {result.model}, task {result.task}")
-    print(f"query prefix {result.query_prefix!r}, document prefix {result.document_prefix!r}")
+    mode = getattr(result, "mode", "dense")
+    if mode != "lexical":
+        print(f"model {result.model}, task {result.task}")
+        print(f"query prefix {result.query_prefix!r}, document prefix {result.document_prefix!r}")
+    if mode != "dense":
+        fused = f", fused with the model's ranking by {result.fusion}" if mode == "hybrid" else ""
+        print(f"mode {mode}: {result.lexical}{fused}")
     print()
     width = max(len(name) for name in result.metric_names)
     print(f"{'metric':<{width}}  score")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arguments import positive_int
+from .hybrid import add_lexical_options, lexical_options
 from .where import add_where_options, describe_where, open_client
 
 
@@ -25,13 +26,15 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Store the vectors of a finished `embed` output in a Chroma collection, created "
         "with the output's model and instructions if it does not exist (an existing one must match). "
         "Ids already there are skipped, so running it again adds only what is missing; the output's "
-        "texts become the documents if it kept them (`embed --with-text`).",
+        "texts become the documents if it kept them (`embed --with-text`), and are kept in step in the "
+        "collection's lexical index.",
     )
     load.add_argument("output", metavar="DIR", type=Path, help="a finished `embed --out` folder")
     add_where_options(load)
     load.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N", help="vectors per write (default: 1024)"
     )
+    add_lexical_options(load, new="a new collection's lexical index")
     load.set_defaults(handler=command_load)
 
 
@@ -39,7 +42,9 @@ def command_load(args: argparse.Namespace) -> int:
     from ..chroma import QZhouCollection
 
     client = open_client(args, create=True)
-    collection = QZhouCollection.open_precomputed(args.collection, args.output, client=client)
+    collection = QZhouCollection.open_precomputed(
+        args.collection, args.output, client=client, **lexical_options(args)
+    )
     options = {} if args.batch_size is None else {"batch_size": args.batch_size}
     result = collection.add_precomputed(args.output, **options)
     query_prefix, document_prefix = collection.embedding_function.prefixes

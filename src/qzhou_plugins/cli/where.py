@@ -1,8 +1,10 @@
-"""Where a command's collection is: ``--collection``, and ``--db`` or ``--host``/``--port``.
+"""Where a command's collection is: ``--collection``, ``--db`` or ``--host``/``--port``, ``--lexical-dir``.
 
 ``index``, ``query`` and ``load`` define these flags here and open the Chroma client here, so the
 three read alike and reach a collection the same way: a local (persistent) database folder, or a
-``chroma run`` server. Chroma is imported when a command runs, never for ``--help``.
+``chroma run`` server. The collection's lexical index lives in the database folder, or in
+``--lexical-dir`` (which a server's collection needs for lexical and hybrid queries). Chroma is
+imported when a command runs, never for ``--help``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def add_where_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--host", default=None, help="Chroma server host, instead of a local --db")
     parser.add_argument(
         "--port", type=int, default=None, help=f"Chroma server port, with --host (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument(
+        "--lexical-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of the collections' lexical (BM25) indexes (default: qzhou-lexical in the --db "
+        "folder); a collection on a server (--host) needs one for --mode lexical and hybrid",
     )
 
 

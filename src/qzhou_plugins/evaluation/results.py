@@ -48,9 +48,17 @@ class EvaluationResult(BaseModel):
 
 
 class RetrievalResult(EvaluationResult):
-    """Retrieval quality averaged over the judged queries (MTEB's main score: nDCG@10)."""
+    """Retrieval quality averaged over the judged queries (MTEB's main score: nDCG@10).
+
+    ``mode`` says how the documents were ranked (``dense``, ``lexical`` or ``hybrid``), ``lexical``
+    what made the lexical side and ``fusion`` how the two were fused (None where they took no part).
+    A lexical run used no model: its ``model`` and ``task`` are ``"none"``.
+    """
 
     evaluation: Literal["retrieval"] = "retrieval"
+    mode: Literal["dense", "lexical", "hybrid"] = "dense"
+    lexical: str | None = None
+    fusion: str | None = None
     ndcg_at_10: float
     mrr_at_10: float
     map_at_1000: float

@@ -17,6 +17,16 @@ from tqdm.auto import tqdm
 
 from ..encoder import Encoder, wants_progress
 from ..instructions import TaskLike, TaskType, resolve_task
+from ..lexical.analyzers import DEFAULT_ANALYZER
+from ..lexical.fusion import (
+    DEFAULT_ALPHA,
+    DEFAULT_CANDIDATES,
+    DEFAULT_FUSION,
+    DEFAULT_MODE,
+    DEFAULT_RRF_K,
+    SearchOptions,
+)
+from ..lexical.settings import DEFAULT_ENGINE
 from ..rerank import score_candidates, unit_rows
 from .datasets import (
     EvaluationDataError,
@@ -27,51 +37,95 @@ from .datasets import (
     read_rerank_samples,
     read_sts_pairs,
 )
-from .metrics import exact_search, rerank_metrics, retrieval_metrics
+from .hybrid import fused_run, lexical_run
+from .metrics import RETRIEVAL_DEPTH, exact_search, rerank_metrics, retrieval_metrics
 from .results import RerankResult, RetrievalResult, STSResult
 
 logger = logging.getLogger("qzhou_plugins")
 
 
 def evaluate_retrieval(
-    encoder: Encoder,
+    encoder: Encoder | None,
     data: RetrievalDataset | str | Path,
     *,
     task: TaskLike = TaskType.RETRIEVAL,
     split: str = "test",
     ignore_identical_ids: bool = True,
     show_progress: bool | None = None,
+    mode: str = DEFAULT_MODE,
+    fusion: str = DEFAULT_FUSION,
+    rrf_k: float = DEFAULT_RRF_K,
+    alpha: float = DEFAULT_ALPHA,
+    candidates: int = DEFAULT_CANDIDATES,
+    analyzer: str | None = None,
+    lexical_engine: str | None = None,
 ) -> RetrievalResult:
-    """Embed the corpus (document side) and the judged queries (query side), search exactly, score.
+    """Rank the corpus for each judged query as ``mode`` says, and score the ranking.
 
-    ``task`` defaults to retrieval, whose instruction goes on queries only, as in the published
-    evaluation; pass a published task name (``"FiQA2018"``) or a custom instruction to override it.
+    ``mode="dense"`` (the default) embeds the corpus (document side) and the queries (query side) and
+    searches exactly; ``task`` defaults to retrieval, whose instruction goes on queries only, as in the
+    published evaluation (pass a published task name, ``"FiQA2018"``, or an instruction to override
+    it). ``mode="lexical"`` ranks by BM25 with a lexical index made as a collection makes its own
+    (``analyzer``, ``lexical_engine``), and needs no ``encoder``. ``mode="hybrid"`` fuses the two as
+    ``QZhouCollection.query`` does (``fusion``, ``rrf_k``, ``alpha``, ``candidates``); see
+    :mod:`.hybrid`.
     """
+    options = SearchOptions(mode, fusion, candidates, rrf_k, alpha)
+    if encoder is None and options.mode != "lexical":
+        raise TypeError(f"mode {options.mode!r} embeds the texts: give an encoder (None only for 'lexical')")
     dataset = data if isinstance(data, RetrievalDataset) else load_beir(data, split=split)
     started = time.perf_counter()
+    show = wants_progress(
+        show_progress, len(dataset.queries), encoder.config.show_progress if encoder else None
+    )
+    run = lexical = {}
+    if encoder is not None:
+        run = _dense_run(encoder, dataset, task, ignore_identical_ids, show_progress)
+    if options.mode != "dense":
+        depth = RETRIEVAL_DEPTH if options.mode == "lexical" else options.candidates
+        lexical = lexical_run(dataset, depth, engine=lexical_engine, analyzer=analyzer,
+                              ignore_identical_ids=ignore_identical_ids, show_progress=show)  # fmt: skip
+        run = lexical if options.mode == "lexical" else fused_run(run, lexical, options)
+    described = _description(encoder, task) if encoder is not None else _lexical_only()
+    return RetrievalResult(
+        dataset=dataset.name,
+        **described,
+        seconds=time.perf_counter() - started,
+        queries=len(dataset.queries),
+        documents=len(dataset.corpus),
+        mode=options.mode,
+        fusion=options.describe() if options.mode == "hybrid" else None,
+        lexical=None if options.mode == "dense" else _lexical_settings(analyzer, lexical_engine),
+        **retrieval_metrics(dataset.qrels, run),
+    )
+
+
+def _dense_run(
+    encoder: Encoder, dataset: RetrievalDataset, task: TaskLike, ignore_identical_ids: bool, show: bool | None
+) -> dict[str, dict[str, float]]:
+    """Every judged query's nearest documents by exact cosine search."""
     document_ids = list(dataset.corpus)
     query_ids = list(dataset.queries)
     logger.info(
         "Embedding %d documents and %d queries of %s", len(document_ids), len(query_ids), dataset.name
     )
     document_vectors = encoder.encode_documents(
-        [dataset.corpus[i] for i in document_ids], task, show_progress=show_progress
+        [dataset.corpus[i] for i in document_ids], task, show_progress=show
     )
-    query_vectors = encoder.encode_queries(
-        [dataset.queries[i] for i in query_ids], task, show_progress=show_progress
-    )
-    run = exact_search(
+    query_vectors = encoder.encode_queries([dataset.queries[i] for i in query_ids], task, show_progress=show)
+    return exact_search(
         query_vectors, document_vectors, query_ids, document_ids, ignore_identical_ids=ignore_identical_ids
     )
-    metrics = retrieval_metrics(dataset.qrels, run)
-    return RetrievalResult(
-        dataset=dataset.name,
-        **_description(encoder, task),
-        seconds=time.perf_counter() - started,
-        queries=len(query_ids),
-        documents=len(document_ids),
-        **metrics,
-    )
+
+
+def _lexical_settings(analyzer: str | None, engine: str | None) -> str:
+    """``BM25 (fts5 engine, english analyzer)``: what made the lexical side."""
+    return f"BM25 ({engine or DEFAULT_ENGINE} engine, {analyzer or DEFAULT_ANALYZER} analyzer)"
+
+
+def _lexical_only() -> dict[str, str]:
+    """The description of a run that used no model (``mode="lexical"``)."""
+    return {"model": "none", "task": "none", "query_prefix": "", "document_prefix": ""}
 
 
 def evaluate_sts(
