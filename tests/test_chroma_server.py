@@ -19,11 +19,12 @@ import pytest
 from chromadb.api import ClientAPI
 
 from qzhou_plugins import DEMO_MODEL
-from qzhou_plugins.chroma import QZhouCollection
+from qzhou_plugins.chroma import LexicalUnavailableError, QZhouCollection
 from qzhou_plugins.cli import main
 from servers import free_port, running
 from test_bulk import DOCUMENTS
 from test_chroma import CollectionSuite, clean_ingestion, crash_records  # noqa: F401  (fixtures)
+from test_hybrid import CORPUS, assert_in_step
 
 HOST = "127.0.0.1"
 STARTUP_SECONDS = 120
@@ -81,3 +82,27 @@ def test_load_index_and_query_reach_a_server_the_same_way(
     assert re.search(r"^1\. \S+  .*glossary\.jsonl:\d+ \(chunk 0\)$", capsys.readouterr().out, re.MULTILINE)
     assert main(["index", str(DOCUMENTS), "-c", "served-notes", *server, *model]) == 0
     assert f"0 chunk(s) added, {rows} already there" in capsys.readouterr().out
+
+
+def test_hybrid_on_a_server_needs_a_lexical_path_and_then_keeps_it_in_step(
+    chroma_server: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server's collection has no folder here: lexical and hybrid queries say how to give one, and with
+    one the index is built from the server's documents and kept in step by this client's writes."""
+    client = chromadb.HttpClient(**chroma_server)
+    served = QZhouCollection.open("served-hybrid", client=client, model=DEMO_MODEL)
+    served.add([text for _, text, _ in CORPUS], ids=[id_ for id_, _, _ in CORPUS])
+    assert served.lexical.folder is None and served.query("E4711", n_results=1)[0].hits  # dense works
+    with pytest.raises(LexicalUnavailableError, match=r"pass lexical_path=DIR to QZhouCollection\.open"):
+        served.query("E4711", mode="hybrid")
+    local = QZhouCollection.open("served-hybrid", client=client, lexical_path=tmp_path / "lexical")
+    assert [hit.id for hit in local.query("E4711", mode="lexical")[0].hits] == ["parts-2"]
+    local.upsert(["Error code E4712 means the pump is dry. ref08z"], ids=["parts-2"])
+    assert_in_step(local)
+    server = ["-c", "served-hybrid", "--host", chroma_server["host"], "--port", str(chroma_server["port"])]
+    assert main(["query", "E4712", *server, "--mode", "hybrid"]) == 1
+    assert "--lexical-dir DIR on the command line" in capsys.readouterr().err
+    assert (
+        main(["query", "E4712", *server, "--mode", "hybrid", "--lexical-dir", str(tmp_path / "lexical")]) == 0
+    )
+    assert "[dense " in capsys.readouterr().out.splitlines()[0]
