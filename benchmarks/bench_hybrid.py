@@ -1,6 +1,6 @@
-"""Hybrid search, phase 1: the lexical side alone, each engine, on SciFact and at 200k documents.
+"""Hybrid search: the lexical side alone (each engine), then dense, lexical and hybrid through the collection.
 
-One run, two parts (the dense and hybrid figures come with the collection's hybrid mode):
+One run, four parts (parts 3 and 4 are in ``hybrid_collection.py``, which says what they measure):
 
 1. **SciFact quality and latency** (5,183 abstracts, 300 test queries, read with the evaluation
    package's ``load_beir`` and scored with its ``retrieval_metrics``, trec_eval): nDCG@10 and
@@ -16,11 +16,17 @@ One run, two parts (the dense and hybrid figures come with the collection's hybr
    after reopening, p50/p95 query latency (top 100 and top 10), the top-10 agreement of the engines,
    and the size of each index on disk.
 
+3. **SciFact through QZhouCollection** with all-MiniLM-L6-v2: quality of every mode, query latency
+   against dense, disk sizes.
+4. **Hybrid at scale**: part 2's corpus in a collection, query latency against dense.
+
 Latencies include analysing the query. The machine's load average is printed with each part: on a
-shared machine, compare the engines of one run, not runs of different days.
+shared machine, compare the engines of one run, not runs of different days. The MiniLM vectors are
+kept in ``--cache-dir`` (the encoder's cache), so a second run embeds nothing.
 
     .venv/bin/python benchmarks/bench_hybrid.py [--documents 200000] [--sentences 3] [--repeats 2]
                                                 [--engines fts5,tantivy] [--skip-scale] [--json out.json]
+                                                [--cache-dir DIR] [--skip-collection]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hybrid_collection
 from qzhou_plugins.evaluation import RetrievalDataset, load_beir, retrieval_metrics
 from qzhou_plugins.lexical import LexicalIndex, open_index
 
@@ -287,6 +294,20 @@ def print_scale(report: dict[str, Any]) -> None:
         print(f"tantivy p50 (top 100) is {ratio:.2f}x fts5's")
 
 
+def collection_parts(
+    report: dict[str, Any], data: RetrievalDataset, engines: list[str], root: Path, args: argparse.Namespace
+) -> None:
+    """Parts 3 and 4 (:mod:`hybrid_collection`), printed as they end."""
+    report["collection"] = hybrid_collection.collection_part(
+        data, engines, root, args.cache_dir, args.repeats
+    )
+    hybrid_collection.print_collection(report["collection"])
+    if not args.skip_scale:
+        part = hybrid_collection.scale_hybrid_part(data, engines, root, args.cache_dir, args)
+        report["scale_hybrid"] = part
+        hybrid_collection.print_scale_hybrid(part, args.documents)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--documents", type=int, default=200_000)
@@ -295,6 +316,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="passes over the queries; the best is kept")
     parser.add_argument("--engines", default="fts5,tantivy")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-collection", action="store_true", help="leave out parts 3 and 4")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "qzhou-bench-hybrid-vectors",
+        help="where the MiniLM vectors are kept between runs",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     engines = args.engines.split(",")
@@ -316,6 +342,8 @@ def main() -> None:
                 scale["agreement_top10"] = agreement(tops["fts5"], tops["tantivy"])
             report["scale"] = scale
             print_scale(scale)
+        if not args.skip_collection:
+            collection_parts(report, data, engines, root, args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

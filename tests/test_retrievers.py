@@ -1,11 +1,12 @@
-"""The framework retrievers over a QZhouCollection: LangChain's standard retriever suite, and the
-LlamaIndex retriever inside a RetrieverQueryEngine.
+"""The framework retrievers over a QZhouCollection: LangChain's standard retriever suite, the
+LlamaIndex retriever inside a RetrieverQueryEngine, and the hybrid search notebook.
 
 One collection for the module: the notes of tests/test_hybrid.py, embedded with all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from qzhou_plugins.chroma import QZhouCollection
 from qzhou_plugins.langchain import QZhouRetriever
 from qzhou_plugins.llama_index import QZhouRetriever as LlamaIndexRetriever
 from test_hybrid import filled
+from test_langchain import execute_notebook, printed
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "hybrid_search.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +125,20 @@ async def test_llama_index_retriever_async(notes: QZhouCollection) -> None:
     assert [node.node.node_id for node in found] == [
         node.node.node_id for node in retriever.retrieve("capital of France")
     ]
+
+
+@pytest.mark.parametrize("data", ["scifact", "sample"])
+def test_hybrid_notebook_runs(
+    data: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: Any
+) -> None:
+    """examples/hybrid_search.ipynb on SciFact (when ../shared/data has it) and on the example notes."""
+    shared = request.getfixturevalue("scifact_dir").parent if data == "scifact" else tmp_path
+    monkeypatch.setenv("QZHOU_SHARED_DATA", str(shared))
+    output = printed(execute_notebook(NOTEBOOK))
+    assert output.startswith(f"{data}: ")
+    answered = {mode: int(re.search(rf"{mode}: answered in the top 3 for (\d+)", output).group(1))
+                for mode in ("dense", "hybrid")}  # fmt: skip
+    assert answered["hybrid"] > answered["dense"]
+    assert "only hybrid: " in output and "<- the answer" in output.split("--- hybrid ---")[1]
+    if data == "scifact":
+        assert "The question: CCL19 is absent within dLNs." in output  # a protein's code
