@@ -298,6 +298,10 @@ def collection_parts(
     report: dict[str, Any], data: RetrievalDataset, engines: list[str], root: Path, args: argparse.Namespace
 ) -> None:
     """Parts 3 and 4 (:mod:`hybrid_collection`), printed as they end."""
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    print(f"\n(torch threads: {torch.get_num_threads()} of {os.cpu_count()} cores)")
     report["collection"] = hybrid_collection.collection_part(
         data, engines, root, args.cache_dir, args.repeats
     )
@@ -320,6 +324,11 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "qzhou-bench-hybrid-vectors",
         help="where the MiniLM vectors are kept between runs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="torch threads for the query embedding (default 1: on 2 cores the lexical side of a hybrid "
+        "query runs on the other one)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()

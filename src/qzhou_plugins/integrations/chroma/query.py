@@ -100,22 +100,30 @@ def nearest(
     n_results: int,
     where: Mapping[str, Any] | None,
     where_document: Mapping[str, Any] | None,
+    *,
+    with_documents: bool = True,
 ) -> list[QueryResult]:
-    """The ``n_results`` nearest records of each query vector, as hits with a cosine ``score``."""
+    """The ``n_results`` nearest records of each query vector, as hits with a cosine ``score``.
+
+    ``with_documents=False`` leaves the documents and metadata out (empty in the hits): a hybrid query
+    fetches them for the fused hits it keeps only.
+    """
+    include = ["documents", "metadatas", "distances"] if with_documents else ["distances"]
     raw = collection.query(
         query_embeddings=vectors,
         n_results=n_results,
         where=dict(where) if where else None,
         where_document=dict(where_document) if where_document else None,  # type: ignore[arg-type]
-        include=["documents", "metadatas", "distances"],
+        include=include,  # type: ignore[arg-type]
     )
     space = _space(collection)
     results = []
     for position, query in enumerate(queries):
+        ids = raw["ids"][position]
         rows = zip(
-            raw["ids"][position],
-            (raw["documents"] or [[]])[position],
-            (raw["metadatas"] or [[]])[position],
+            ids,
+            raw["documents"][position] if raw["documents"] else [None] * len(ids),
+            raw["metadatas"][position] if raw["metadatas"] else [None] * len(ids),
             (raw["distances"] or [[]])[position],
             strict=True,
         )
