@@ -117,7 +117,7 @@ class LexicalSide:
                 elif collection.count() == 0:
                     self.index = self._open_index(create=True)
                     record_settings(collection, asdict(self.index.settings))
-        except (LexicalIndexError, OSError) as error:
+        except Exception as error:  # a lexical failure never stops the dense use of a collection
             self._fail_to_open(error)
 
     def _drop_after_a_failed_write(self) -> None:
@@ -180,38 +180,44 @@ class LexicalSide:
 
     def for_search(self, client: ClientAPI, collection: Collection) -> LexicalIndex:
         """The index to search, built now from Chroma if the collection has none yet."""
-        with self._lock:
-            if self.index is not None:
-                return self.index
-            if self.folder is None:
-                raise LexicalUnavailableError(
-                    f"collection {self.name!r} is on a Chroma server, and its lexical index needs a folder "
-                    "on this machine: pass lexical_path=DIR to QZhouCollection.open (--lexical-dir DIR on "
-                    "the command line) to keep one there, built from the server's documents on first use"
-                )
-            if self.error is not None:
-                raise LexicalUnavailableError(
-                    f"lexical and hybrid search on collection {self.name!r} need its lexical index in "
-                    f"{self.folder}, which cannot be opened: {self.error}. Remove that folder to have it "
-                    "rebuilt from Chroma's documents on the next query."
-                ) from self.error
-            self._build(client, collection)
-            assert self.index is not None
-            return self.index
+        index = self.index
+        if index is not None:
+            return index
+        if self.folder is None:
+            raise LexicalUnavailableError(
+                f"collection {self.name!r} is on a Chroma server, and its lexical index needs a folder "
+                "on this machine: pass lexical_path=DIR to QZhouCollection.open (--lexical-dir DIR on "
+                "the command line) to keep one there, built from the server's documents on first use"
+            )
+        if self.error is not None:
+            raise LexicalUnavailableError(
+                f"lexical and hybrid search on collection {self.name!r} need its lexical index in "
+                f"{self.folder}, which cannot be opened: {self.error}. Remove that folder to have it "
+                "rebuilt from Chroma's documents on the next query."
+            ) from self.error
+        return self._build(client, collection)
 
-    def _build(self, client: ClientAPI, collection: Collection) -> None:
+    def _build(self, client: ClientAPI, collection: Collection) -> LexicalIndex:
+        """Open (creating it if needed) and fill the index from Chroma, under the write lock.
+
+        The write lock is taken before this side's own lock, in the order every write takes them.
+        """
         try:
-            with write_lock(client):
-                self.index = self._open_index(create=True)
-                record_settings(collection, asdict(self.index.settings))
+            with write_lock(client), self._lock:
+                if self.index is not None:  # another thread of this process built it meanwhile
+                    return self.index
+                index = self._open_index(create=True)
+                record_settings(collection, asdict(index.settings))
+                self.index = index
                 result = self._repair(collection, show_progress=None)
-        except (LexicalIndexError, OSError) as error:
+        except Exception as error:  # a lexical failure never stops the dense use of a collection
             self.index = None
             self._fail_to_open(error)
             raise LexicalUnavailableError(
                 f"the lexical index of collection {self.name!r} cannot be built in {self.folder}: {error}"
             ) from error
         logger.info("built the lexical index of %r: %d documents", self.name, result.added)
+        return index
 
     # -- keeping it in step -------------------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class LexicalSide:
             if self.index is None and self.error is None and folder and (folder / SETTINGS_FILE).is_file():
                 try:
                     self.index = self._open_index(create=False)
-                except (LexicalIndexError, OSError) as error:
+                except Exception as error:  # a lexical failure never stops the dense use of a collection
                     self._fail_to_open(error)
             return self.index
 
