@@ -113,7 +113,7 @@ class LexicalSide:
                 self._drop_after_a_failed_write()
                 if (self.folder / SETTINGS_FILE).is_file():
                     self.index = self._open_index(create=False)
-                    self._repair(collection, show_progress=None)
+                    self._repair(collection)
                 elif collection.count() == 0:
                     self.index = self._open_index(create=True)
                     record_settings(collection, asdict(self.index.settings))
@@ -155,8 +155,11 @@ class LexicalSide:
             error,
         )
 
-    def _repair(self, collection: Collection, *, show_progress: bool | None) -> Repair:
-        """Bring the index in step with Chroma (pending ids, then every id if the counts differ)."""
+    def _repair(self, collection: Collection, *, building: bool = False) -> Repair:
+        """Bring the index in step with Chroma (pending ids, then every id if the counts differ).
+
+        A repair that changed something says so in one warning; a first build (``building``) is no repair.
+        """
         assert self.index is not None
         total = collection.count()
         result = repair(
@@ -164,9 +167,9 @@ class LexicalSide:
             total,
             lambda: _ids(collection),
             lambda ids: stored_documents(collection, ids),
-            show_progress=wants_progress(show_progress, abs(total - self.index.count())),
+            show_progress=wants_progress(None, abs(total - self.index.count())),
         )
-        if result.changed:
+        if result.changed and not building:
             logger.warning(
                 "the lexical index of %r was out of step with Chroma (a writer stopped between its two "
                 "writes?) and was repaired from Chroma's documents: %d re-indexed, %d removed",
@@ -209,7 +212,7 @@ class LexicalSide:
                 index = self._open_index(create=True)
                 record_settings(collection, asdict(index.settings))
                 self.index = index
-                result = self._repair(collection, show_progress=None)
+                result = self._repair(collection, building=True)
         except Exception as error:  # a lexical failure never stops the dense use of a collection
             self.index = None
             self._fail_to_open(error)
