@@ -15,8 +15,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from qzhou_plugins import DEMO_MODEL, Encoder
+
+if TYPE_CHECKING:
+    from servers import ServerProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -26,8 +32,15 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("QZHOU_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-WORKER_GROUPS = {"test_bulk_ray.py": "ray", "test_server_ray.py": "ray"}
-"""Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session."""
+WORKER_GROUPS = {
+    "test_bulk_ray.py": "ray",
+    "test_server_ray.py": "ray",
+    **dict.fromkeys(
+        ["test_server.py", "test_server_clients.py", "test_remote.py", "test_remote_cli.py"], "ours"
+    ),
+}
+"""Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session,
+and the users of our own servers (``minilm_server``, ``qzhou_server``) share them."""
 WHOLE_CORPUS_GROUP = "whole-scifact"
 """The ``full`` runs over all of SciFact: one worker, one after the other, so that the second reads
 the first's vectors from the shared cache instead of computing them at the same time."""
@@ -96,6 +109,43 @@ def tiny_qzhou_path(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir
     from qzhou_plugins.testing import build_qzhou_checkpoint
 
     return str(build_qzhou_checkpoint(tmp_path_factory.mktemp("tiny-qzhou"), qwen_tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Encoder:
+    """The session's all-MiniLM-L6-v2 encoder (the process-wide shared one)."""
+    return Encoder.shared(model=DEMO_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_qzhou(tiny_qzhou_path: str) -> Encoder:
+    """The session's encoder of the tiny QZhou checkpoint (the process-wide shared one)."""
+    return Encoder.shared(model=tiny_qzhou_path)
+
+
+@pytest.fixture(scope="session")
+def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Our server (``python -m qzhou_plugins.server``) on all-MiniLM-L6-v2, served under its demo
+    name, behind ``servers.SERVER_KEY``, default limits: started once for the whole session."""
+    from servers import SERVER_KEY, our_server
+
+    with our_server(
+        DEMO_MODEL, tmp_path_factory.mktemp("minilm-server") / "server.log", key=SERVER_KEY
+    ) as up:
+        yield up
+
+
+@pytest.fixture(scope="session")
+def qzhou_server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str) -> Iterator[ServerProcess]:
+    """Our server on the tiny QZhou checkpoint (where the instruction side matters), served under its
+    path, so that a collection built through it reopens with the model loaded here; behind
+    ``servers.SERVER_KEY``; started once for the whole session, by ``qzhou-plugins serve`` (the
+    MiniLM one by ``python -m qzhou_plugins.server``: both ways are used)."""
+    from servers import CLI_SERVE, SERVER_KEY, our_server
+
+    log = tmp_path_factory.mktemp("qzhou-server") / "server.log"
+    with our_server(tiny_qzhou_path, log, key=SERVER_KEY, entry=CLI_SERVE) as up:
+        yield up
 
 
 @pytest.fixture(scope="session")
