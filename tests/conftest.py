@@ -12,10 +12,11 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -146,6 +147,32 @@ def qzhou_server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str)
     log = tmp_path_factory.mktemp("qzhou-server") / "server.log"
     with our_server(tiny_qzhou_path, log, key=SERVER_KEY, entry=CLI_SERVE) as up:
         yield up
+
+
+CHROMA_STARTUP_SECONDS = 120
+
+
+def chroma_executable() -> str | None:
+    """The ``chroma`` command of this interpreter's environment, else the one on PATH."""
+    beside = Path(sys.executable).with_name("chroma")
+    return str(beside) if beside.is_file() else shutil.which("chroma")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``chroma run`` on a free port, once for the session; yields the client spec once its heartbeat
+    answers. Its users make collections of their own names."""
+    from servers import HOST, free_port, running
+
+    executable = chroma_executable()
+    if executable is None:
+        pytest.skip("the `chroma` executable (installed with chromadb) is not on this machine")
+    folder = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    command = [executable, "run", "--path", str(folder / "data"), "--host", HOST, "--port", str(port)]
+    heartbeat = f"http://{HOST}:{port}/api/v2/heartbeat"
+    with running(command, heartbeat, folder / "server.log", timeout=CHROMA_STARTUP_SECONDS):
+        yield {"host": HOST, "port": port}
 
 
 @pytest.fixture(scope="session")
