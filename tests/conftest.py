@@ -36,26 +36,28 @@ SHARED_DATA = Path(os.environ.get("QZHOU_SHARED_DATA", REPO.parent / "shared" / 
 WORKER_GROUPS = {
     "test_bulk_ray.py": "ray",
     "test_server_ray.py": "ray",
-    **dict.fromkeys(
-        ["test_server.py", "test_server_clients.py", "test_remote.py", "test_remote_cli.py"], "ours"
-    ),
+    "test_server.py": "ours",
+    "test_server_clients.py": "ours",
+    "test_remote.py": "ours",
+    "test_remote_cli.py": "ours",
 }
 """Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session,
 and the users of our own servers (``minilm_server``, ``qzhou_server``) share them."""
-WHOLE_CORPUS_GROUP = "whole-scifact"
-"""The ``full`` runs over all of SciFact: one worker, one after the other, so that the second reads
-the first's vectors from the shared cache instead of computing them at the same time."""
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml), each test module runs
-    whole in one worker, so its module-scoped servers, databases and models start once; the groups
-    above keep what must share a worker together."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = WHOLE_CORPUS_GROUP if item.get_closest_marker("full") else None
-        item.add_marker(pytest.mark.xdist_group(group or WORKER_GROUPS.get(item.path.name, item.path.name)))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under pytest-xdist (``-n 2``, see pyproject.toml), each test module runs whole in one worker, so
+    its module-scoped servers, databases and models start once, and the modules of a group of
+    :data:`WORKER_GROUPS` run in the same worker. (xdist's own ``--dist loadgroup`` marks cannot do
+    it with pytest 9, whose node ids no longer take the group suffix that xdist adds.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return WORKER_GROUPS.get(Path(module).name, module)
+
+    return ModuleGroupScheduling(config, log)
 
 
 def session_folder(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
