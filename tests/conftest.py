@@ -178,6 +178,24 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 
 @pytest.fixture(scope="session")
+def gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str) -> Callable[..., Path]:
+    """``gguf_file("qzhou" | "minilm", type)``: a GGUF export of the tiny QZhou checkpoint or of MiniLM
+    (by its portable name), made once per session and type (pure Python: f16, bf16, q8_0)."""
+    folder = tmp_path_factory.mktemp("gguf")
+    made: dict[tuple[str, str], Path] = {}
+
+    def export(model: str, gguf_type: str = "f16") -> Path:
+        if (model, gguf_type) not in made:
+            from qzhou_plugins.gguf import export_gguf
+
+            source = {"qzhou": tiny_qzhou_path, "minilm": "all-MiniLM-L6-v2"}[model]
+            made[model, gguf_type] = export_gguf(source, folder / f"{model}-{gguf_type}.gguf", gguf_type)
+        return made[model, gguf_type]
+
+    return export
+
+
+@pytest.fixture(scope="session")
 def scifact_dir() -> Path:
     return shared_data("scifact")
 
