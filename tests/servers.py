@@ -204,3 +204,34 @@ def our_server(
         yield wait_ready(server)
     finally:
         stop(server)
+
+
+LLAMA_VENV = Path(os.environ.get("QZHOU_LLAMA_VENV", REPO / ".venv-llama"))
+LLAMA_REQUIREMENTS = ["llama-cpp-python[server]==0.3.36"]
+"""Pinned: compiled from source (about 15 minutes on 2 cores), the release the backend is tested with."""
+
+
+def llama_python() -> Path:
+    """The python of .venv-llama (the package's dependencies and llama-cpp-python), built on first use
+    as .ci/run builds it; a skip that says why where it cannot be built here (no compiler, no index)."""
+    python = LLAMA_VENV / "bin" / "python"
+    check = [str(python), "-c", "import llama_cpp, gguf, chromadb, transformers"]
+    if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    steps = [
+        [sys.executable, "-m", "venv", str(LLAMA_VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", "torch==2.13.0"],
+        [str(python), "-m", "pip", "install", "--quiet", f"{REPO}[llama,cli,demo,gguf]", *LLAMA_REQUIREMENTS],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            import pytest
+
+            pytest.skip(f"{LLAMA_VENV} cannot be built here ({' '.join(step[-2:])}): {done.stderr[-500:]}")
+    return python
+
+
+def llama_environment() -> dict[str, str]:
+    """The environment of a process in .venv-llama: this checkout's code first, offline."""
+    return {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
