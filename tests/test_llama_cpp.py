@@ -56,7 +56,7 @@ def child(gguf_file: Callable[..., Path]) -> dict[str, Any]:
         "tricky_texts": TRICKY,
         "long_text": LONG,
         "batch_texts": [" ".join(TEXTS[: 1 + i % 4]) * (1 + i % 3) for i in range(12)],
-        "documents": str(REPO / "examples" / "documents"),
+        "documents": str(REPO / "examples" / "documents" / "brewing.txt"),
     }
     done = subprocess.run(
         [str(python), str(CHILD), json.dumps(payload)],
@@ -204,3 +204,27 @@ def test_without_llama_cpp_the_error_names_the_extra(gguf_file: Callable[..., Pa
         pytest.skip("llama-cpp-python is installed in this venv")
     with pytest.raises(ModelLoadError, match=r"pip install 'qzhou-plugins\[llama\]'"):
         Encoder(model=str(gguf_file("minilm", "f16")))
+
+
+def test_decodes_are_packed_within_the_budget_longest_first() -> None:
+    from qzhou_plugins.backends.llama_cpp.runner import pack_by_tokens
+
+    lengths = [5, 40, 12, 33, 7, 64, 1, 20]
+    batches = pack_by_tokens(lengths, budget=64, max_sequences=3)
+    assert sorted(p for batch in batches for p in batch) == list(range(len(lengths)))
+    assert all(sum(lengths[p] for p in batch) <= 64 and len(batch) <= 3 for batch in batches)
+    assert batches[0] == [5]  # the longest alone fills the budget
+    assert len(batches) < len(lengths)
+
+
+def test_a_gguf_file_from_elsewhere_is_described_by_llama_cpp_keys_alone() -> None:
+    from qzhou_plugins.backends.llama_cpp.metadata import describe
+    from qzhou_plugins.instructions import PromptStyle
+
+    bert = describe("x.gguf", {"general.architecture": "bert", "general.file_type": "7"}, 512)
+    assert (bert.family, bert.bidirectional, bert.pooling, bert.gguf_type) == ("bert", True, "mean", "q8_0")
+    assert (bert.prompt_style, bert.source_model, bert.max_length) == (PromptStyle(), None, 512)
+    naive = describe("y.gguf", {"general.architecture": "qwen2", "qwen2.pooling_type": "1"}, 32768)
+    assert (naive.family, naive.bidirectional, naive.pooling) == ("decoder", False, "mean")
+    with pytest.raises(ModelLoadError, match="newer qzhou-plugins"):
+        describe("z.gguf", {"qzhou.format_version": "99"}, 512)
