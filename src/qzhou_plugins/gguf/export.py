@@ -25,7 +25,15 @@ from ..backends.llama_cpp import keys
 from ..instructions import published_tasks
 from ._library import gguf
 from .quantize import quantize_file, require_llama_cpp
-from .source import GGUFExportError, Source, read_source, read_tensors, rope_theta, tensor_names
+from .source import (
+    GGUFExportError,
+    Source,
+    portable_name,
+    read_source,
+    read_tensors,
+    rope_theta,
+    tensor_names,
+)
 from .tensors import TENSOR_TYPES, plan_tensors
 from .vocabulary import add_vocabulary
 
@@ -141,12 +149,5 @@ def _add_our_keys(writer: gguf.GGUFWriter, source: Source) -> None:
         writer.add_string(keys.TASKS, json.dumps(table, ensure_ascii=False))
     writer.add_uint32(keys.MAX_LENGTH, int(defaults["default_max_length"]))
     writer.add_string(keys.POOLING, defaults["default_pooling"])
-    writer.add_string(keys.SOURCE_MODEL, _portable_name(source.name))
+    writer.add_string(keys.SOURCE_MODEL, portable_name(source.name))
     writer.add_string(keys.SOURCE_FINGERPRINT, json.dumps(source.fingerprint()))
-
-
-def _portable_name(model: str) -> str:
-    """A local folder as its absolute path (a relative one would mean another folder elsewhere); a hub
-    id or the demo model's name as given."""
-    local = Path(model).expanduser()
-    return str(local.resolve()) if local.is_dir() else model

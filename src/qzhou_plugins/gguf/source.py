@@ -46,7 +46,7 @@ class Source:
     def fingerprint(self) -> dict[str, Any]:
         """What the file records about where its weights came from."""
         return {
-            "model": self.name,
+            "model": portable_name(self.name),
             "architectures": list(self.config.architectures or []),
             "model_type": self.config.model_type,
             "dtype": self.dtype,
@@ -54,6 +54,13 @@ class Source:
             "pooling": self.facts.defaults["default_pooling"],
             "max_length": self.facts.defaults["default_max_length"],
         }
+
+
+def portable_name(model: str) -> str:
+    """A local folder as its absolute path (a relative one would mean another folder elsewhere); a hub
+    id or the demo model's name as given."""
+    local = Path(model).expanduser()
+    return str(local.resolve()) if local.is_dir() else model
 
 
 def read_source(model: str) -> Source:
