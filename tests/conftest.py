@@ -40,9 +40,13 @@ WORKER_GROUPS = {
     "test_server_clients.py": "ours",
     "test_remote.py": "ours",
     "test_remote_cli.py": "ours",
+    "test_gguf_export.py": "gguf",
+    "test_llama_cpp.py": "gguf",
+    "test_llama_server.py": "gguf",
 }
 """Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session,
-and the users of our own servers (``minilm_server``, ``qzhou_server``) share them."""
+the users of our own servers (``minilm_server``, ``qzhou_server``) share them, and the GGUF tests
+share their exported files (``gguf_file``)."""
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:

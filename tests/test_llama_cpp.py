@@ -70,41 +70,31 @@ def child(gguf_file: Callable[..., Path]) -> dict[str, Any]:
     return dict(json.loads(line.removeprefix("result ")))
 
 
-@pytest.fixture(scope="module")
-def qzhou_torch(tiny_qzhou_path: str) -> Encoder:
-    return Encoder.shared(model=tiny_qzhou_path)
-
-
-@pytest.fixture(scope="module")
-def minilm_torch() -> Encoder:
-    return Encoder.shared(model="all-MiniLM-L6-v2")
-
-
 def cosines(first: Any, second: Any) -> np.ndarray:
     a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def test_plain_llama_cpp_runs_the_exported_file_bidirectional(
-    child: dict[str, Any], qzhou_torch: Encoder, tiny_qzhou_path: str
+    child: dict[str, Any], tiny_qzhou: Encoder, tiny_qzhou_path: str
 ) -> None:
     """No flag but the file's own keys: llama_cpp.Llama(path, embedding=True) gives QZhou's vectors."""
-    bidirectional = qzhou_torch.encode_documents(TEXTS)
+    bidirectional = tiny_qzhou.encode_documents(TEXTS)
     causal = Encoder(model=tiny_qzhou_path, bidirectional=False, pooling="mean").encode_documents(TEXTS)
     assert cosines(child["plain"], bidirectional).min() >= REFERENCE
     assert cosines(child["plain"], causal).max() < 0.99  # so the first check can tell them apart
 
 
 def test_the_backend_matches_torch_on_both_sides(
-    child: dict[str, Any], qzhou_torch: Encoder, minilm_torch: Encoder
+    child: dict[str, Any], tiny_qzhou: Encoder, minilm: Encoder
 ) -> None:
     run = child["runs"]["qzhou_f16"]
-    assert run["prefixes"] == list(qzhou_torch.prefixes())  # instructions restored from the file
-    assert run["sts_prefixes"] == list(qzhou_torch.prefixes("sts"))
-    assert cosines(run["queries"], qzhou_torch.encode_queries(TEXTS)).min() >= REFERENCE
-    assert cosines(run["documents"], qzhou_torch.encode_documents(TEXTS)).min() >= REFERENCE
-    minilm = child["runs"]["minilm_f16"]
-    assert cosines(minilm["documents"], minilm_torch.encode_documents(TEXTS)).min() >= REFERENCE
+    assert run["prefixes"] == list(tiny_qzhou.prefixes())  # instructions restored from the file
+    assert run["sts_prefixes"] == list(tiny_qzhou.prefixes("sts"))
+    assert cosines(run["queries"], tiny_qzhou.encode_queries(TEXTS)).min() >= REFERENCE
+    assert cosines(run["documents"], tiny_qzhou.encode_documents(TEXTS)).min() >= REFERENCE
+    minilm_run = child["runs"]["minilm_f16"]
+    assert cosines(minilm_run["documents"], minilm.encode_documents(TEXTS)).min() >= REFERENCE
 
 
 def test_facts_come_from_the_file(child: dict[str, Any], tiny_qzhou_path: str) -> None:
@@ -134,11 +124,11 @@ def test_non_causal_attention_and_mean_pooling_are_set_and_verified_on_the_conte
 
 
 def test_tokens_equal_the_hugging_face_tokenizer(
-    child: dict[str, Any], qzhou_torch: Encoder, minilm_torch: Encoder
+    child: dict[str, Any], tiny_qzhou: Encoder, minilm: Encoder
 ) -> None:
     """Special tokens parsed as Hugging Face parses them (``</s>`` is ordinary text in Qwen2), no BOS
     or EOS where the model adds none, [CLS] ... [SEP] for BERT."""
-    for label, torch in (("qzhou_f16", qzhou_torch), ("minilm_f16", minilm_torch)):
+    for label, torch in (("qzhou_f16", tiny_qzhou), ("minilm_f16", minilm)):
         tokenizer = torch.backend.loaded.tokenizer  # type: ignore[attr-defined]
         assert child["tokens"][label] == [tokenizer(text)["input_ids"] for text in TRICKY], label
 
@@ -164,11 +154,11 @@ def test_batches_hold_several_texts_within_one_micro_batch(child: dict[str, Any]
 
 
 def test_quantised_types_load_safely_and_are_their_own_vector_family(
-    child: dict[str, Any], minilm_torch: Encoder
+    child: dict[str, Any], minilm: Encoder
 ) -> None:
     quantized = child["quantized"]
     assert quantized["use_extra_bufts"] == [False, False]  # the AMX segfault of quantised models
-    torch = minilm_torch.encode_documents(TEXTS)
+    torch = minilm.encode_documents(TEXTS)
     for gguf_type, floor in (("q8_0", 0.99), ("q4_k_m", 0.9)):
         run = quantized["runs"][gguf_type]
         assert run["facts"]["vector_family"] == f"gguf-{gguf_type}"

@@ -37,10 +37,10 @@ def llama_server(gguf_file: Callable[..., Path], tmp_path_factory: pytest.TempPa
 
 
 def test_llama_cpp_server_gives_the_torch_vectors_with_our_instructions(
-    llama_server: str, tiny_qzhou_path: str
+    llama_server: str, tiny_qzhou: Encoder
 ) -> None:
     remote = Encoder(model=SERVED_NAME, base_url=llama_server)
-    local = Encoder.shared(model=tiny_qzhou_path)
+    local = tiny_qzhou
     assert remote.family == "qzhou"
     assert remote.prefixes() == local.prefixes()  # the retrieval instruction, applied by the client
     for side in ("encode_queries", "encode_documents"):
