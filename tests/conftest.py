@@ -12,11 +12,18 @@ import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from qzhou_plugins import DEMO_MODEL, Encoder
+
+if TYPE_CHECKING:
+    from servers import ServerProcess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -26,22 +33,35 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("QZHOU_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-WORKER_GROUPS = {"test_bulk_ray.py": "ray", "test_server_ray.py": "ray"}
-"""Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session."""
-WHOLE_CORPUS_GROUP = "whole-scifact"
-"""The ``full`` runs over all of SciFact: one worker, one after the other, so that the second reads
-the first's vectors from the shared cache instead of computing them at the same time."""
+WORKER_GROUPS = {
+    "test_bulk_ray.py": "ray",
+    "test_server_ray.py": "ray",
+    "test_server.py": "ours",
+    "test_server_clients.py": "ours",
+    "test_remote.py": "ours",
+    "test_remote_cli.py": "ours",
+    "test_gguf_export.py": "gguf",
+    "test_llama_cpp.py": "gguf",
+    "test_llama_server.py": "gguf",
+}
+"""Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session,
+the users of our own servers (``minilm_server``, ``qzhou_server``) share them, and the GGUF tests
+share their exported files (``gguf_file``)."""
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n 2 --dist loadgroup``, see pyproject.toml), each test module runs
-    whole in one worker, so its module-scoped servers, databases and models start once; the groups
-    above keep what must share a worker together."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        group = WHOLE_CORPUS_GROUP if item.get_closest_marker("full") else None
-        item.add_marker(pytest.mark.xdist_group(group or WORKER_GROUPS.get(item.path.name, item.path.name)))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under pytest-xdist (``-n 2``, see pyproject.toml), each test module runs whole in one worker, so
+    its module-scoped servers, databases and models start once, and the modules of a group of
+    :data:`WORKER_GROUPS` run in the same worker. (xdist's own ``--dist loadgroup`` marks cannot do
+    it with pytest 9, whose node ids no longer take the group suffix that xdist adds.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return WORKER_GROUPS.get(Path(module).name, module)
+
+    return ModuleGroupScheduling(config, log)
 
 
 def session_folder(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
@@ -96,6 +116,87 @@ def tiny_qzhou_path(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir
     from qzhou_plugins.testing import build_qzhou_checkpoint
 
     return str(build_qzhou_checkpoint(tmp_path_factory.mktemp("tiny-qzhou"), qwen_tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Encoder:
+    """The session's all-MiniLM-L6-v2 encoder (the process-wide shared one)."""
+    return Encoder.shared(model=DEMO_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_qzhou(tiny_qzhou_path: str) -> Encoder:
+    """The session's encoder of the tiny QZhou checkpoint (the process-wide shared one)."""
+    return Encoder.shared(model=tiny_qzhou_path)
+
+
+@pytest.fixture(scope="session")
+def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Our server (``python -m qzhou_plugins.server``) on all-MiniLM-L6-v2, served under its demo
+    name, behind ``servers.SERVER_KEY``, default limits: started once for the whole session."""
+    from servers import SERVER_KEY, our_server
+
+    with our_server(
+        DEMO_MODEL, tmp_path_factory.mktemp("minilm-server") / "server.log", key=SERVER_KEY
+    ) as up:
+        yield up
+
+
+@pytest.fixture(scope="session")
+def qzhou_server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str) -> Iterator[ServerProcess]:
+    """Our server on the tiny QZhou checkpoint (where the instruction side matters), served under its
+    path, so that a collection built through it reopens with the model loaded here; behind
+    ``servers.SERVER_KEY``; started once for the whole session, by ``qzhou-plugins serve`` (the
+    MiniLM one by ``python -m qzhou_plugins.server``: both ways are used)."""
+    from servers import CLI_SERVE, SERVER_KEY, our_server
+
+    log = tmp_path_factory.mktemp("qzhou-server") / "server.log"
+    with our_server(tiny_qzhou_path, log, key=SERVER_KEY, entry=CLI_SERVE) as up:
+        yield up
+
+
+CHROMA_STARTUP_SECONDS = 120
+
+
+def chroma_executable() -> str | None:
+    """The ``chroma`` command of this interpreter's environment, else the one on PATH."""
+    beside = Path(sys.executable).with_name("chroma")
+    return str(beside) if beside.is_file() else shutil.which("chroma")
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``chroma run`` on a free port, once for the session; yields the client spec once its heartbeat
+    answers. Its users make collections of their own names."""
+    from servers import HOST, free_port, running
+
+    executable = chroma_executable()
+    if executable is None:
+        pytest.skip("the `chroma` executable (installed with chromadb) is not on this machine")
+    folder = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    command = [executable, "run", "--path", str(folder / "data"), "--host", HOST, "--port", str(port)]
+    heartbeat = f"http://{HOST}:{port}/api/v2/heartbeat"
+    with running(command, heartbeat, folder / "server.log", timeout=CHROMA_STARTUP_SECONDS):
+        yield {"host": HOST, "port": port}
+
+
+@pytest.fixture(scope="session")
+def gguf_file(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str) -> Callable[..., Path]:
+    """``gguf_file("qzhou" | "minilm", type)``: a GGUF export of the tiny QZhou checkpoint or of MiniLM
+    (by its portable name), made once per session and type (pure Python: f16, bf16, q8_0)."""
+    folder = tmp_path_factory.mktemp("gguf")
+    made: dict[tuple[str, str], Path] = {}
+
+    def export(model: str, gguf_type: str = "f16") -> Path:
+        if (model, gguf_type) not in made:
+            from qzhou_plugins.gguf import export_gguf
+
+            source = {"qzhou": tiny_qzhou_path, "minilm": "all-MiniLM-L6-v2"}[model]
+            made[model, gguf_type] = export_gguf(source, folder / f"{model}-{gguf_type}.gguf", gguf_type)
+        return made[model, gguf_type]
+
+    return export
 
 
 @pytest.fixture(scope="session")

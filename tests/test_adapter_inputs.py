@@ -35,8 +35,8 @@ RERANKERS = (QZhouReranker, QZhouRerank)
 
 
 @pytest.fixture(scope="module")
-def encoder() -> Encoder:
-    return Encoder.shared(model=DEMO_MODEL)
+def encoder(minilm: Encoder) -> Encoder:
+    return minilm
 
 
 @pytest.fixture(scope="module")

@@ -756,25 +756,6 @@ def test_approximate_search_matches_exact_search(
     assert recall >= 0.99, recall
 
 
-@pytest.mark.full
-def test_approximate_search_matches_exact_search_on_all_of_scifact(
-    tmp_path: Path,
-    scifact_corpus: list[dict[str, str]],
-    scifact_queries: list[dict[str, str]],
-    scifact_vector_cache: Path,
-) -> None:
-    """5,183 abstracts x 300 queries with MiniLM: minutes of encoding on 2 cores, unless the
-    whole-corpus CLI evaluation already put these vectors in the shared cache."""
-    collection = QZhouCollection.open(
-        "scifact", path=tmp_path, model=DEMO_MODEL, cache_dir=scifact_vector_cache
-    )
-    collection.add([document_text(d) for d in scifact_corpus], ids=[d["_id"] for d in scifact_corpus])
-    assert collection.count() == 5183
-    recall = recall_at_10(collection, [query["text"] for query in scifact_queries])
-    print(f"recall@10 of Chroma against exact search, 5,183 abstracts x 300 queries: {recall:.4f}")
-    assert recall >= 0.99, recall
-
-
 # -- other frameworks read the collection ------------------------------------------------------------
 
 

@@ -8,9 +8,6 @@ and stopped at the end. Only 127.0.0.1 is ever contacted. The tests are skipped 
 from __future__ import annotations
 
 import re
-import shutil
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +18,9 @@ from chromadb.api import ClientAPI
 from qzhou_plugins import DEMO_MODEL
 from qzhou_plugins.chroma import LexicalUnavailableError, QZhouCollection
 from qzhou_plugins.cli import main
-from servers import free_port, running
 from test_bulk import DOCUMENTS
 from test_chroma import CollectionSuite, clean_ingestion, crash_records  # noqa: F401  (fixtures)
 from test_hybrid import CORPUS, assert_in_step
-
-HOST = "127.0.0.1"
-STARTUP_SECONDS = 120
-
-
-def chroma_executable() -> str | None:
-    """The ``chroma`` command of this interpreter's environment, else the one on PATH."""
-    beside = Path(sys.executable).with_name("chroma")
-    return str(beside) if beside.is_file() else shutil.which("chroma")
-
-
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """``chroma run`` on a free port; yields the client spec once its heartbeat answers."""
-    executable = chroma_executable()
-    if executable is None:
-        pytest.skip("the `chroma` executable (installed with chromadb) is not on this machine")
-    folder = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    command = [executable, "run", "--path", str(folder / "data"), "--host", HOST, "--port", str(port)]
-    heartbeat = f"http://{HOST}:{port}/api/v2/heartbeat"
-    with running(command, heartbeat, folder / "server.log", timeout=STARTUP_SECONDS):
-        yield {"host": HOST, "port": port}
 
 
 class TestServerCollection(CollectionSuite):

@@ -17,16 +17,6 @@ from qzhou_plugins.rerank import rank, rerank, score_candidates
 INVISIBLE = ["\u200b\u200b", "\ufeff", "\x00\x00\x00", "\x01\x02", "\u200d \u2060", "\ufeff\u200b\n"]
 
 
-@pytest.fixture(scope="module")
-def minilm() -> Encoder:
-    return Encoder.shared(model=DEMO_MODEL)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_qzhou_path: str) -> Encoder:
-    return Encoder.shared(model=tiny_qzhou_path)
-
-
 @pytest.mark.parametrize("text", INVISIBLE)
 def test_text_with_no_visible_content_is_refused_with_its_position(minilm: Encoder, text: str) -> None:
     for method in (minilm.encode, minilm.encode_queries, minilm.encode_documents):

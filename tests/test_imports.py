@@ -80,7 +80,17 @@ def lazy_homes(init: str) -> tuple[set[str], set[str], set[str]]:
     return declared, lazy, typed
 
 
-@pytest.mark.parametrize("init", ["__init__.py", "backends/local/__init__.py", "lexical/__init__.py"])
+@pytest.mark.parametrize(
+    "init",
+    [
+        "__init__.py",
+        "backends/local/__init__.py",
+        "backends/llama_cpp/__init__.py",
+        "bulk/__init__.py",
+        "gguf/__init__.py",
+        "lexical/__init__.py",
+    ],
+)
 def test_the_lazy_names_are_the_declared_and_typed_ones(init: str) -> None:
     declared, lazy, typed = lazy_homes(init)
     assert lazy, "no lazy_names table found"

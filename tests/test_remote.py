@@ -3,8 +3,6 @@ instruction side matters), every adapter against it, equal to the model loaded h
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +10,9 @@ import pytest
 
 from qzhou_plugins import Encoder
 from qzhou_plugins.backends.remote import RemoteBackendError
-from servers import free_port, running
+from servers import SERVER_KEY, ServerProcess, free_port
 
-API_KEY = "test-key-remote"
+API_KEY = SERVER_KEY
 TEXTS = [
     "Green tea is steamed or pan-fired soon after picking.",
     "Black tea leaves are fully oxidised before drying.",
@@ -24,16 +22,9 @@ QUERIES = ["How is green tea made?", "什么水温适合绿茶？"]
 
 
 @pytest.fixture(scope="module")
-def served(tiny_qzhou_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Our server on the tiny QZhou checkpoint, with a key, for the whole module."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "qzhou_plugins.server", "--model", tiny_qzhou_path,
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY,
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with running(command, f"http://127.0.0.1:{port}/health", log):
-        yield f"http://127.0.0.1:{port}/v1"
+def served(qzhou_server: ServerProcess) -> str:
+    """The session's server on the tiny QZhou checkpoint, with a key: its API's base URL."""
+    return qzhou_server.url + "/v1"
 
 
 @pytest.fixture(scope="module")

@@ -6,44 +6,20 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import shared_data
 from qzhou_plugins import DEMO_MODEL
-from servers import free_port, running
+from servers import SERVER_KEY, ServerProcess, free_port
 from test_cli import EXAMPLES, assert_one_line_error, run
 
-API_KEY = "test-key-remote-cli"
+API_KEY = SERVER_KEY
 QUESTIONS = ["How hot should the water be for green tea?", "Who wrote the first book about tea?"]
 STS_PAIRS = 40
 """Pairs of the STS test set the evaluation runs on: enough for a correlation, cheap on CPU."""
 RANK_LINE = re.compile(r"^(\d+)\. (-?\d\.\d{4})  (.+)$")
-
-
-def start_server(model: str, factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``qzhou-plugins serve`` on ``model`` with a key, served under the name ``model`` as given."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "qzhou_plugins.cli", "serve", "--model", model,
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY,
-    ]  # fmt: skip
-    with running(command, f"http://127.0.0.1:{port}/health", factory.mktemp("server") / "server.log"):
-        yield f"http://127.0.0.1:{port}/v1"
-
-
-@pytest.fixture(scope="module")
-def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # The demo name, as the local side spells it: the server resolves it to the same packaged copy.
-    yield from start_server(DEMO_MODEL, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def qzhou_server(tiny_qzhou_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from start_server(tiny_qzhou_path, tmp_path_factory)
 
 
 @pytest.fixture(params=["minilm", "qzhou"])
@@ -52,8 +28,8 @@ def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> t
     monkeypatch.setenv("QZHOU_API_KEY", API_KEY)
     tiny = request.getfixturevalue("tiny_qzhou_path")
     if request.param == "minilm":
-        return DEMO_MODEL, request.getfixturevalue("minilm_server"), tiny
-    return tiny, request.getfixturevalue("qzhou_server"), DEMO_MODEL
+        return DEMO_MODEL, request.getfixturevalue("minilm_server").url + "/v1", tiny
+    return tiny, request.getfixturevalue("qzhou_server").url + "/v1", DEMO_MODEL
 
 
 def ranked(out: str) -> list[tuple[str, float]]:
@@ -103,7 +79,7 @@ def sts_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_eval_through_the_server_gives_the_local_figure(
     tiny_qzhou_path: str,
-    qzhou_server: str,
+    qzhou_server: ServerProcess,
     sts_slice: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -113,7 +89,7 @@ def test_eval_through_the_server_gives_the_local_figure(
     monkeypatch.setenv("QZHOU_API_KEY", API_KEY)
     model = tiny_qzhou_path
     results = []
-    for name, flags in (("remote", ["--base-url", qzhou_server]), ("local", [])):
+    for name, flags in (("remote", ["--base-url", qzhou_server.url + "/v1"]), ("local", [])):
         out_json = tmp_path / f"{name}.json"
         code, _, err = run(capsys, "eval", "sts", sts_slice, "--model", model, "--json", out_json, *flags)
         assert code == 0, err
@@ -173,9 +149,14 @@ def test_a_base_url_that_is_not_http_is_a_usage_error(
 
 
 def test_a_missing_key_is_a_one_line_error(
-    minilm_server: str, two_pairs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    minilm_server: ServerProcess,
+    two_pairs: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("QZHOU_API_KEY", raising=False)
-    code, _, err = run(capsys, "eval", "sts", two_pairs, "--model", DEMO_MODEL, "--base-url", minilm_server)
+    code, _, err = run(
+        capsys, "eval", "sts", two_pairs, "--model", DEMO_MODEL, "--base-url", minilm_server.url + "/v1"
+    )
     line = assert_one_line_error(err)
     assert code == 1 and "answered 401" in line

@@ -1,29 +1,25 @@
 """The embedding server as its users meet it: real ``python -m qzhou_plugins.server`` processes on
-127.0.0.1, started once per module on free ports and stopped at the end.
+127.0.0.1, on free ports, stopped at the end.
 
-Servers: all-MiniLM-L6-v2 with an API key (parity of the numbers, errors, concurrency, dropped
-clients), the tiny QZhou checkpoint without a key (where the instruction side matters), a
-restricted MiniLM server (tiny queue and limits), and short-lived ones for SIGTERM and a model that
-cannot load. Every loop is bounded in count and time.
+Servers: the session's all-MiniLM-L6-v2 and tiny QZhou servers behind an API key (conftest's
+``minilm_server`` and ``qzhou_server``: parity of the numbers, the instruction sides, errors,
+concurrency, dropped clients), a restricted MiniLM server of this module (no key, a served name, a
+tiny queue and limits), and short-lived ones for SIGTERM and a model that cannot load. Every loop is
+bounded in count and time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,141 +29,18 @@ import pytest
 
 from qzhou_plugins import DEMO_MODEL, Encoder
 from qzhou_plugins.rerank import rerank
+from servers import (
+    HOST,
+    SERVER_KEY,
+    STARTUP_SECONDS,
+    ServerProcess,
+    launch,
+    rows_of,
+    stop,
+    wait_ready,
+)
 
-HOST = "127.0.0.1"
-STARTUP_SECONDS = 180
-KEY = "test-key-123"
 MIN_COSINE = 0.99999
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """A running server: its process, address, key and log file."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    key: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
-
-    def post(self, path: str, body: Any, **options: Any) -> httpx.Response:
-        options.setdefault("headers", self.headers)
-        return httpx.post(self.url + path, json=body, timeout=60, **options)
-
-    def embed(self, body: dict[str, Any]) -> np.ndarray:
-        """The rows of a successful /v1/embeddings answer, float or base64 alike."""
-        answer = self.post("/v1/embeddings", body)
-        assert answer.status_code == 200, answer.text
-        return rows_of(answer.json())
-
-    def metric(self, name: str) -> float:
-        """One sample of /metrics (summed over labels when a name has several)."""
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$"
-        return sum(float(value) for value in re.findall(pattern, text, flags=re.MULTILINE))
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-def rows_of(answer: dict[str, Any]) -> np.ndarray:
-    data = sorted(answer["data"], key=lambda item: item["index"])
-    rows = [
-        np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
-        if isinstance(item["embedding"], str)
-        else np.asarray(item["embedding"], dtype=np.float32)
-        for item in data
-    ]
-    return np.stack(rows)
-
-
-def server_environment() -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if k != "QZHOU_API_KEY"}
-    # The servers, the tests' own encoder and other work share the machine's few cores: one torch
-    # thread per server keeps OpenMP from spinning against its neighbours (same vectors, steadier time).
-    environment.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
-    return environment
-
-
-def launch(model: str, log: Path, *options: str, key: str | None = None) -> ServerProcess:
-    """Start ``python -m qzhou_plugins.server`` and return without waiting for it to be ready."""
-    port = free_port()
-    command = [sys.executable, "-m", "qzhou_plugins.server", "--model", model, "--port", str(port), *options]
-    if key:
-        command += ["--api-key", key]
-    with log.open("wb") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=server_environment())
-    return ServerProcess(process, port, log, key)
-
-
-def wait_ready(server: ServerProcess, seconds: float = STARTUP_SECONDS) -> ServerProcess:
-    """Poll /health until it says 200; fail with the log if the process dies or takes too long."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if server.process.poll() is not None:
-            pytest.fail(f"the server exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            if httpx.get(server.url + "/health", timeout=5).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            pytest.fail(f"the server was not ready after {seconds} s:\n{server.log_tail()}")
-        time.sleep(0.2)
-
-
-def stop(server: ServerProcess) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def minilm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """all-MiniLM-L6-v2 behind an API key, default limits."""
-    server = launch(DEMO_MODEL, tmp_path_factory.mktemp("minilm") / "server.log", key=KEY)
-    try:
-        yield wait_ready(server)
-    finally:
-        stop(server)
-
-
-@pytest.fixture(scope="module")
-def qzhou_server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str) -> Iterator[ServerProcess]:
-    """The tiny QZhou checkpoint served as 'qzhou-tiny', no key."""
-    log = tmp_path_factory.mktemp("qzhou") / "server.log"
-    server = launch(tiny_qzhou_path, log, "--served-name", "qzhou-tiny")
-    try:
-        yield wait_ready(server)
-    finally:
-        stop(server)
-
-
-@pytest.fixture(scope="module")
-def minilm() -> Encoder:
-    return Encoder(model=DEMO_MODEL)
-
-
-@pytest.fixture(scope="module")
-def tiny_qzhou(tiny_qzhou_path: str) -> Encoder:
-    return Encoder(model=tiny_qzhou_path)
 
 
 def assert_same_vectors(served: np.ndarray, local: np.ndarray) -> None:
@@ -205,7 +78,7 @@ def test_minilm_vectors_equal_the_in_process_encoder(minilm_server: ServerProces
     "task", [None, "sts", "FiQA2018", "Given a question, find the passage that answers it"]
 )
 def test_qzhou_instruction_sides_equal_the_in_process_encoder(
-    qzhou_server: ServerProcess, tiny_qzhou: Encoder, task: str | None
+    qzhou_server: ServerProcess, tiny_qzhou: Encoder, tiny_qzhou_path: str, task: str | None
 ) -> None:
     queries = tiny_qzhou.encode_queries(QUESTIONS, task)
     documents = tiny_qzhou.encode_documents(PASSAGES, task)
@@ -213,18 +86,20 @@ def test_qzhou_instruction_sides_equal_the_in_process_encoder(
     for encoding_format in ("float", "base64"):
         common = {"encoding_format": encoding_format, **extra}
         assert_same_vectors(
-            qzhou_server.embed({"input": PASSAGES, "model": "qzhou-tiny", **common}), documents
+            qzhou_server.embed({"input": PASSAGES, "model": tiny_qzhou_path, **common}), documents
         )
         by_field = qzhou_server.embed({"input": QUESTIONS, "input_type": "query", **common})
         assert_same_vectors(by_field, queries)
-        by_alias = qzhou_server.embed({"input": QUESTIONS, "model": "qzhou-tiny-query", **common})
+        by_alias = qzhou_server.embed({"input": QUESTIONS, "model": tiny_qzhou_path + "-query", **common})
         assert_same_vectors(by_alias, queries)
     # The test can fail: the instruction really changes the query vectors.
     bare = tiny_qzhou.encode(QUESTIONS)
     assert np.max(np.sum(bare * queries, axis=1)) < 0.999
 
 
-def test_rerank_equals_the_core(qzhou_server: ServerProcess, tiny_qzhou: Encoder) -> None:
+def test_rerank_equals_the_core(
+    qzhou_server: ServerProcess, tiny_qzhou: Encoder, tiny_qzhou_path: str
+) -> None:
     local = rerank(tiny_qzhou, QUESTIONS[0], PASSAGES)
     for path in ("/v1/rerank", "/rerank"):
         answer = qzhou_server.post(path, {"query": QUESTIONS[0], "documents": PASSAGES})
@@ -240,7 +115,7 @@ def test_rerank_equals_the_core(qzhou_server: ServerProcess, tiny_qzhou: Encoder
     assert [(r["index"], r["document"]["text"]) for r in answer["results"]] == [
         (c.index, PASSAGES[c.index]) for c in expected
     ]
-    assert answer["model"] == "qzhou-tiny" and answer["usage"]["total_tokens"] > 0
+    assert answer["model"] == tiny_qzhou_path and answer["usage"]["total_tokens"] > 0
 
 
 # -- models, auth, errors --------------------------------------------------------------------------
@@ -250,7 +125,7 @@ def test_models_health_and_the_api_key(minilm_server: ServerProcess) -> None:
     models = httpx.get(minilm_server.url + "/v1/models", headers=minilm_server.headers, timeout=10).json()
     assert [card["id"] for card in models["data"]] == [DEMO_MODEL, DEMO_MODEL + "-query"]
     assert models["data"][0]["dimension"] == 384 and models["data"][1]["input_type"] == "query"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": SERVER_KEY}):
         for answer in (
             httpx.get(minilm_server.url + "/v1/models", headers=headers, timeout=10),
             minilm_server.post("/v1/embeddings", {"input": "x"}, headers=headers),
@@ -264,9 +139,15 @@ def test_models_health_and_the_api_key(minilm_server: ServerProcess) -> None:
     assert "qzhou_requests_total" in httpx.get(minilm_server.url + "/metrics", timeout=10).text
 
 
-def test_no_key_needed_when_none_is_set(qzhou_server: ServerProcess) -> None:
-    assert httpx.get(qzhou_server.url + "/v1/models", timeout=10).status_code == 200
-    assert qzhou_server.post("/v1/embeddings", {"input": "x"}, headers={}).status_code == 200
+def test_no_key_needed_when_none_is_set_and_the_served_name_is_the_model(
+    restricted_server: Callable[[], ServerProcess],
+) -> None:
+    server = restricted_server()  # no key, --served-name
+    models = httpx.get(server.url + "/v1/models", timeout=10)
+    assert models.status_code == 200
+    assert [card["id"] for card in models.json()["data"]] == [RESTRICTED_NAME, RESTRICTED_NAME + "-query"]
+    answer = server.post("/v1/embeddings", {"input": "x", "model": RESTRICTED_NAME + "-query"}, headers={})
+    assert answer.status_code == 200 and answer.json()["model"] == RESTRICTED_NAME + "-query"
 
 
 LANGCHAIN_HINT = "check_embedding_ctx_length=False"
@@ -449,10 +330,11 @@ def test_clients_that_go_away_do_not_wedge_the_server(minilm_server: ServerProce
 
 @pytest.fixture(scope="module")
 def restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], ServerProcess]]:
-    """MiniLM that lets 2 texts wait and takes 16 texts, 4,000 tokens and 100,000 bytes per request;
-    started again if a test (SIGTERM) has stopped it."""
+    """MiniLM served as RESTRICTED_NAME, with no key, that lets 2 texts wait and takes 16 texts, 4,000
+    tokens and 100,000 bytes per request; started again if a test (SIGTERM) has stopped it."""
     started: list[ServerProcess] = []
-    options = ("--max-queue", "2", "--max-inputs", "16", "--max-request-tokens", "4000")
+    options = ("--served-name", RESTRICTED_NAME, "--max-queue", "2", "--max-inputs", "16")
+    options += ("--max-request-tokens", "4000")
     options += ("--max-body-bytes", str(RESTRICTED_BODY_BYTES))
 
     def running() -> ServerProcess:
@@ -468,6 +350,7 @@ def restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
             stop(server)
 
 
+RESTRICTED_NAME = "minilm-restricted"
 RESTRICTED_BODY_BYTES = 100_000
 MINILM_TEXT_CHARACTERS = 128 * 256
 """The server's character limit per text for all-MiniLM-L6-v2: 128 per token of its max_length."""

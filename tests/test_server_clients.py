@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -20,27 +19,23 @@ import numpy as np
 import pytest
 
 from qzhou_plugins import Encoder
-from test_server import PASSAGES, QUESTIONS, ServerProcess, assert_same_vectors, launch, stop, wait_ready
+from servers import SERVER_KEY, ServerProcess
+from test_server import PASSAGES, QUESTIONS, assert_same_vectors
 
 openai = pytest.importorskip("openai")
 
-NAME = "qzhou-tiny"
-KEY = "clients-key-456"
+KEY = SERVER_KEY
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str) -> Iterator[ServerProcess]:
-    log = tmp_path_factory.mktemp("clients") / "server.log"
-    process = launch(tiny_qzhou_path, log, "--served-name", NAME, key=KEY)
-    try:
-        yield wait_ready(process)
-    finally:
-        stop(process)
+def server(qzhou_server: ServerProcess) -> ServerProcess:
+    """The session's tiny QZhou server (served under its path, behind SERVER_KEY)."""
+    return qzhou_server
 
 
 @pytest.fixture(scope="module")
-def local(tiny_qzhou_path: str) -> Encoder:
-    return Encoder(model=tiny_qzhou_path)
+def local(tiny_qzhou: Encoder) -> Encoder:
+    return tiny_qzhou
 
 
 def base_url(server: ServerProcess) -> str:
@@ -59,17 +54,17 @@ def test_openai_sdk_base64_by_default_float_on_request_and_both_sides(
     )
     client = openai.OpenAI(base_url=base_url(server), api_key=KEY, http_client=recorder, max_retries=0)
     documents = local.encode_documents(PASSAGES)
-    default = client.embeddings.create(model=NAME, input=PASSAGES)
+    default = client.embeddings.create(model=server.name, input=PASSAGES)
     assert sent[-1]["encoding_format"] == "base64"  # what the SDK asks for unless told otherwise
     assert_same_vectors(np.array([item.embedding for item in default.data]), documents)
-    assert default.model == NAME and default.usage.prompt_tokens > 0
-    floats = client.embeddings.create(model=NAME, input=PASSAGES, encoding_format="float")
+    assert default.model == server.name and default.usage.prompt_tokens > 0
+    floats = client.embeddings.create(model=server.name, input=PASSAGES, encoding_format="float")
     assert sent[-1]["encoding_format"] == "float"
     assert_same_vectors(np.array([item.embedding for item in floats.data]), documents)
-    queries = client.embeddings.create(model=NAME + "-query", input=QUESTIONS)
+    queries = client.embeddings.create(model=server.name + "-query", input=QUESTIONS)
     assert_same_vectors(np.array([item.embedding for item in queries.data]), local.encode_queries(QUESTIONS))
     fiqa = client.embeddings.create(
-        model=NAME, input=QUESTIONS, extra_body={"input_type": "query", "task": "FiQA2018"}
+        model=server.name, input=QUESTIONS, extra_body={"input_type": "query", "task": "FiQA2018"}
     )
     expected = local.encode_queries(QUESTIONS, "FiQA2018")
     assert_same_vectors(np.array([item.embedding for item in fiqa.data]), expected)
@@ -77,17 +72,17 @@ def test_openai_sdk_base64_by_default_float_on_request_and_both_sides(
 
 def test_openai_sdk_errors_carry_our_messages(server: ServerProcess) -> None:
     client = openai.OpenAI(base_url=base_url(server), api_key=KEY, max_retries=0)
-    with pytest.raises(openai.NotFoundError, match=NAME):
+    with pytest.raises(openai.NotFoundError, match=server.name):
         client.embeddings.create(model="text-embedding-3-small", input="x")
     with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
-        client.embeddings.create(model=NAME, input=[[9906, 1917]])
+        client.embeddings.create(model=server.name, input=[[9906, 1917]])
     with pytest.raises(openai.BadRequestError, match="not a Matryoshka model"):
-        client.embeddings.create(model=NAME, input="x", dimensions=32)
+        client.embeddings.create(model=server.name, input="x", dimensions=32)
     with pytest.raises(openai.BadRequestError, match=r"position\(s\) 1"):
-        client.embeddings.create(model=NAME, input=["x", " "])
+        client.embeddings.create(model=server.name, input=["x", " "])
     wrong_key = openai.OpenAI(base_url=base_url(server), api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="Bearer"):
-        wrong_key.embeddings.create(model=NAME, input="x")
+        wrong_key.embeddings.create(model=server.name, input="x")
 
 
 def test_async_openai_sdk_concurrent_queries(server: ServerProcess, local: Encoder) -> None:
@@ -96,7 +91,7 @@ def test_async_openai_sdk_concurrent_queries(server: ServerProcess, local: Encod
     async def run() -> list[list[float]]:
         client = openai.AsyncOpenAI(base_url=base_url(server), api_key=KEY, max_retries=0)
         answers = await asyncio.gather(
-            *(client.embeddings.create(model=NAME + "-query", input=text) for text in texts)
+            *(client.embeddings.create(model=server.name + "-query", input=text) for text in texts)
         )
         await client.close()
         return [answer.data[0].embedding for answer in answers]
@@ -111,13 +106,13 @@ def test_langchain_openai_embeddings_documents_and_queries(server: ServerProcess
     from langchain_openai import OpenAIEmbeddings
 
     common = {"base_url": base_url(server), "api_key": KEY, "check_embedding_ctx_length": False}
-    documents = OpenAIEmbeddings(model=NAME, **common)
-    queries = OpenAIEmbeddings(model=NAME + "-query", **common)
+    documents = OpenAIEmbeddings(model=server.name, **common)
+    queries = OpenAIEmbeddings(model=server.name + "-query", **common)
     assert_same_vectors(np.array(documents.embed_documents(PASSAGES)), local.encode_documents(PASSAGES))
     assert_same_vectors(np.array([queries.embed_query(QUESTIONS[0])]), local.encode_queries(QUESTIONS[:1]))
     from_async = asyncio.run(queries.aembed_documents(QUESTIONS))
     assert_same_vectors(np.array(from_async), local.encode_queries(QUESTIONS))
-    sts = OpenAIEmbeddings(model=NAME, model_kwargs={"extra_body": {"task": "sts"}}, **common)
+    sts = OpenAIEmbeddings(model=server.name, model_kwargs={"extra_body": {"task": "sts"}}, **common)
     assert_same_vectors(np.array(sts.embed_documents(QUESTIONS)), local.encode_documents(QUESTIONS, "sts"))
 
 
@@ -139,7 +134,7 @@ def test_langchain_default_token_arrays_get_a_400_naming_the_setting(
     if cache is None:
         pytest.skip("no offline copy of tiktoken's cl100k_base (it comes with llama-index-core)")
     monkeypatch.setitem(os.environ, "TIKTOKEN_CACHE_DIR", str(cache))
-    default = OpenAIEmbeddings(model=NAME, base_url=base_url(server), api_key=KEY, max_retries=0)
+    default = OpenAIEmbeddings(model=server.name, base_url=base_url(server), api_key=KEY, max_retries=0)
     with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
         default.embed_documents(PASSAGES)
 
@@ -152,8 +147,8 @@ def test_llama_index_openai_like_embedding(server: ServerProcess, local: Encoder
     from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 
     common = {"api_base": base_url(server), "api_key": KEY}
-    documents = OpenAILikeEmbedding(model_name=NAME, **common)
-    queries = OpenAILikeEmbedding(model_name=NAME + "-query", **common)
+    documents = OpenAILikeEmbedding(model_name=server.name, **common)
+    queries = OpenAILikeEmbedding(model_name=server.name + "-query", **common)
     served = np.array(documents.get_text_embedding_batch(PASSAGES))
     # LlamaIndex replaces every newline with a space before sending: harmless to the instruction
     # (the server adds it), but the text itself changes.
@@ -165,7 +160,7 @@ def test_llama_index_openai_like_embedding(server: ServerProcess, local: Encoder
     )
     from_async = asyncio.run(queries.aget_query_embedding(QUESTIONS[1]))
     assert_same_vectors(np.array([from_async]), local.encode_queries(QUESTIONS[1:]))
-    plain = OpenAIEmbedding(model_name=NAME, **common)
+    plain = OpenAIEmbedding(model_name=server.name, **common)
     assert_same_vectors(
         np.array([plain.get_text_embedding(PASSAGES[0])]), local.encode_documents(PASSAGES[:1])
     )

@@ -25,7 +25,7 @@ QZHOU_DEFAULT_MAX_LENGTH = 8192
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 Pooling = Literal["mean", "cls", "last", "max"]
 AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
-LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional")
+LOCAL_ONLY_OPTIONS = ("device", "dtype", "attn_implementation", "bidirectional", "threads")
 """Options of a model loaded in this process, which a served model decides on its server."""
 REMOTE_ONLY_OPTIONS = ("api_key", "timeout", "connect_timeout", "max_connections", "retries", "retry_backoff")
 """Options of the HTTP client of a served model (``base_url``), which mean nothing to a model loaded here."""
@@ -40,6 +40,7 @@ Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 class EncoderConfig(BaseModel):
     """How to load a model and encode with it.
 
+    ``model`` may also be a ``.gguf`` file (from ``qzhou-plugins export gguf``), run by llama.cpp.
     ``None`` means "decide from the model and the machine": the device is CUDA when it is available,
     the dtype is bf16 on CUDA and fp32 on CPU, pooling and maximum length come from the model's own
     files (mean pooling and 8,192 tokens for QZhou).
@@ -74,6 +75,12 @@ class EncoderConfig(BaseModel):
     bidirectional: StrictBool | None = Field(
         default=None,
         description="Force bidirectional attention on a decoder checkpoint; None: QZhou checkpoints only.",
+    )
+    threads: StrictCount | None = Field(
+        default=None,
+        gt=0,
+        description="CPU threads of a model run here (llama.cpp per model; torch process-wide); None: "
+        "the runtime's default.",
     )
     show_progress: StrictBool | None = Field(
         default=None, description="Progress bar; None shows it only for long jobs."

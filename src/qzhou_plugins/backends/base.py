@@ -9,6 +9,7 @@ served model) is the backend's business. A new runtime is a new class with the m
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -27,6 +28,20 @@ class ModelLoadError(RuntimeError):
 
 class EncoderOutOfMemoryError(RuntimeError):
     """Even a single text does not fit in the device's memory."""
+
+
+def warn_truncated(truncated: int, total: int, max_length: int, position_limit: int) -> None:
+    """The one warning of every backend that cuts texts to ``max_length``: truncation is never silent."""
+    if truncated:
+        logging.getLogger("qzhou_plugins").warning(
+            "%d of %d texts were longer than %d tokens and were truncated to %d tokens (instruction "
+            "included); raise max_length (this model allows up to %d) to keep more.",
+            truncated,
+            total,
+            max_length,
+            max_length,
+            position_limit,
+        )
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -56,6 +71,12 @@ class BackendFacts:
     fingerprint: dict[str, str] = field(default_factory=dict)
     """Everything that decides the vectors (weights identity, dtype, pooling, ...), as text: equal
     fingerprints give equal vectors for equal prefixed texts, which is what a cache may rely on."""
+    source_model: str | None = None
+    """The checkpoint the model was converted from (a GGUF file records it), or None: what a Chroma
+    collection compares in place of ``model``, so that a file and its source may share one."""
+    vector_family: str = "reference"
+    """Which vectors may share a collection: ``reference`` for the torch encoder and every runtime
+    measured interchangeable with it, another name (``gguf-q8_0``) for vectors that are not."""
 
 
 @runtime_checkable

@@ -9,23 +9,35 @@ point is completed by running it again; a run with another model or instruction 
 folder is refused. ``export_quantized`` writes int8 or binary codes of a finished output, and
 ``iter_vectors`` streams one back (what a vector store loader builds on).
 
-Ray is an optional extra (``qzhou-plugins[ray]``), imported only when a job asks for it.
+Ray is an optional extra (``qzhou-plugins[ray]``), imported only when a job asks for it. The names
+below are imported on first use: the ``embed`` command's flags need none of numpy or pyarrow.
 """
 
 from __future__ import annotations
 
-from .formats import (
-    EXPORT_PRECISIONS,
-    STORAGE_DTYPES,
-    calibration_ranges,
-    dequantize,
-    export_quantized,
-    quantize,
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from .choices import DEFAULT_SHARD_ROWS, EXPORT_PRECISIONS, SIDES, STORAGE_DTYPES
+    from .formats import calibration_ranges, dequantize, export_quantized, quantize
+    from .job import BulkResult, embed_corpus
+    from .load import VectorBatch, iter_vectors, read_fingerprint, read_manifest
+    from .output import MANIFEST_NAME, OutputError, OutputMismatchError
+    from .sources import CorpusError
+
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        ".choices": ("DEFAULT_SHARD_ROWS", "EXPORT_PRECISIONS", "SIDES", "STORAGE_DTYPES"),
+        ".formats": ("calibration_ranges", "dequantize", "export_quantized", "quantize"),
+        ".job": ("BulkResult", "embed_corpus"),
+        ".load": ("VectorBatch", "iter_vectors", "read_fingerprint", "read_manifest"),
+        ".output": ("MANIFEST_NAME", "OutputError", "OutputMismatchError"),
+        ".sources": ("CorpusError",),
+    },
 )
-from .job import DEFAULT_SHARD_ROWS, SIDES, BulkResult, embed_corpus
-from .load import VectorBatch, iter_vectors, read_fingerprint, read_manifest
-from .output import MANIFEST_NAME, OutputError, OutputMismatchError
-from .sources import CorpusError
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",

@@ -21,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .choices import EXPORT_PRECISIONS, STORAGE_DTYPES
 from .load import iter_vectors, read_manifest
 from .output import FINGERPRINT_KEY, MANIFEST_NAME, SHARD_PREFIX, OutputError
 
-STORAGE_DTYPES = ("float32", "float16")
-"""What ``embed`` writes: the vectors as computed, or rounded to half precision."""
-EXPORT_PRECISIONS = ("int8", "binary")
 QUANTIZATION_KEY = b"qzhou:quantization"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 

@@ -24,8 +24,8 @@ from ..encoder import Encoder, wants_progress
 from ..instructions import TaskLike, resolve_task
 from ..ray_cluster import ray_cluster
 from ..validation import check_count
+from .choices import DEFAULT_SHARD_ROWS, SIDES, STORAGE_DTYPES
 from .corpus import Corpus, open_source, scan_corpus
-from .formats import STORAGE_DTYPES
 from .local import embed_in_process
 from .output import (
     COMPARED_KEYS,
@@ -40,10 +40,6 @@ from .output import (
 )
 from .progress import Progress, first_warnings_only
 from .sources import Source
-
-DEFAULT_SHARD_ROWS = 4096
-"""Rows per shard: a killed run loses at most this much work; 1M rows make about 250 files."""
-SIDES = ("document", "query")
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..arguments import add_base_url, positive
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE
 from ..ray_cluster import LOCAL
-from .formats import EXPORT_PRECISIONS, STORAGE_DTYPES, export_quantized
-from .job import DEFAULT_SHARD_ROWS, SIDES, BulkResult, embed_corpus
+from .choices import DEFAULT_SHARD_ROWS, EXPORT_PRECISIONS, SIDES, STORAGE_DTYPES
+
+if TYPE_CHECKING:
+    from .job import BulkResult
 
 
 def _field_names(text: str) -> list[str]:
@@ -103,6 +106,9 @@ def _add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
 
 def embed_from_arguments(args: argparse.Namespace) -> int:
     """Run the job the flags describe and print what it did; returns the exit code."""
+    from .formats import export_quantized  # the job's modules (numpy, pyarrow) only when it runs
+    from .job import embed_corpus
+
     options = {
         name: getattr(args, name)
         for name in ("max_length", "batch_tokens", "device", "base_url")

@@ -35,11 +35,13 @@ logger = logging.getLogger("qzhou_plugins")
 __all__ = [
     "DEMO_MODEL",
     "QZHOU_ARCHITECTURE",
+    "CheckpointFacts",
     "LoadedModel",
     "ModelLoadError",
     "load_model",
     "pick_device",
     "pick_dtype",
+    "read_checkpoint",
     "resolve_model_path",
     "weights_key",
 ]
@@ -231,31 +233,56 @@ def _check_loading_info(model: str, info: dict[str, Any], ignorable: tuple[str, 
         )
 
 
-def load_model(config: EncoderConfig) -> LoadedModel:
-    """Load the checkpoint named by ``config``; callers should go through the registry instead."""
-    key = weights_key(config)
-    path, device, dtype = Path(key[0]), torch.device(key[1]), getattr(torch, key[2].split(".")[-1])
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """A checkpoint as its config and tokenizer files describe it, read without loading its weights:
+    what the local backend loads, and what the GGUF export records."""
+
+    path: Path
+    hf_config: PretrainedConfig
+    tokenizer: Any
+    is_decoder: bool
+    qzhou: bool
+    bidirectional: bool
+    defaults: dict[str, Any]
+    """family, padding_side, default_pooling, default_max_length, position_limit, prompt_style."""
+
+
+def read_checkpoint(model: str, path: Path, bidirectional: bool | None = None) -> CheckpointFacts:
+    """The facts of the checkpoint in ``path`` (named ``model`` in messages); ``bidirectional`` as
+    :attr:`EncoderConfig.bidirectional` (None: QZhou checkpoints only)."""
     try:
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"{config.model!r} has no usable config.json: {error}") from error
-
+        raise ModelLoadError(f"{model!r} has no usable config.json: {error}") from error
     is_decoder = _is_decoder_only(hf_config)
     qzhou = _is_qzhou(hf_config)
-    bidirectional = config.bidirectional if config.bidirectional is not None else qzhou
+    bidirectional = bidirectional if bidirectional is not None else qzhou
     if bidirectional and not is_decoder:
         raise ModelLoadError(
-            f"bidirectional=True only applies to decoder checkpoints; {config.model!r} is a "
+            f"bidirectional=True only applies to decoder checkpoints; {model!r} is a "
             f"{hf_config.model_type} encoder, which already attends both ways"
         )
     if bidirectional:
         # transformers' mask builder turns into a bidirectional (padding-only) mask, and the attention
         # layers receive is_causal=False from the model's forward: both are needed, see tests.
         hf_config.is_causal = False
-    module = _load_weights(config, path, hf_config, is_decoder, dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if not getattr(tokenizer, "is_fast", False):
-        raise ModelLoadError(f"{config.model!r} has no fast tokenizer (tokenizer.json); convert it first")
+        raise ModelLoadError(f"{model!r} has no fast tokenizer (tokenizer.json); convert it first")
+    defaults = _family_defaults(
+        path, hf_config, tokenizer, is_decoder=is_decoder, qzhou=qzhou, bidirectional=bidirectional
+    )
+    return CheckpointFacts(path, hf_config, tokenizer, is_decoder, qzhou, bidirectional, defaults)
+
+
+def load_model(config: EncoderConfig) -> LoadedModel:
+    """Load the checkpoint named by ``config``; callers should go through the registry instead."""
+    key = weights_key(config)
+    path, device, dtype = Path(key[0]), torch.device(key[1]), getattr(torch, key[2].split(".")[-1])
+    facts = read_checkpoint(config.model, path, config.bidirectional)
+    module = _load_weights(config, path, facts.hf_config, facts.is_decoder, dtype).to(device)
+    tokenizer = facts.tokenizer
     pad_token_id = tokenizer.pad_token_id
     if pad_token_id is None:
         pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -267,13 +294,11 @@ def load_model(config: EncoderConfig) -> LoadedModel:
         tokenizer=tokenizer,
         device=device,
         dtype=dtype,
-        dimension=int(hf_config.hidden_size),
-        needs_position_ids=is_decoder,
-        bidirectional=bidirectional,
+        dimension=int(facts.hf_config.hidden_size),
+        needs_position_ids=facts.is_decoder,
+        bidirectional=facts.bidirectional,
         pad_token_id=int(pad_token_id),
-        **_family_defaults(
-            path, hf_config, tokenizer, is_decoder=is_decoder, qzhou=qzhou, bidirectional=bidirectional
-        ),
+        **facts.defaults,
     )
 
 

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from ...config import EncoderConfig
-from ..base import BackendFacts, EncoderOutOfMemoryError
+from ..base import BackendFacts, EncoderOutOfMemoryError, warn_truncated
 from . import registry
 from .batching import plan_batches
 from .loading import LoadedModel
@@ -42,6 +42,8 @@ class LocalBackend:
 
     def __init__(self, config: EncoderConfig) -> None:
         self.config = config
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)  # process-wide: torch has no per-model setting
         self.loaded: LoadedModel = registry.get_model(config)
         limit = self.loaded.position_limit
         if config.max_length is not None and config.max_length > limit:
@@ -133,16 +135,7 @@ class LocalBackend:
         with self._tokenizer_lock:
             encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
         truncated = sum(1 for encoding in encodings if encoding.overflowing)
-        if truncated:
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were truncated to %d tokens (instruction "
-                "included); raise max_length (this model allows up to %d) to keep more.",
-                truncated,
-                len(texts),
-                self.max_length,
-                self.max_length,
-                self.loaded.position_limit,
-            )
+        warn_truncated(truncated, len(texts), self.max_length, self.loaded.position_limit)
         ids = [encoding.ids for encoding in encodings]
         self._report_unknown(texts, ids, [encoding.special_tokens_mask for encoding in encodings])
         return ids

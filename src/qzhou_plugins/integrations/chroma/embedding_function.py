@@ -26,6 +26,7 @@ from .fingerprint import (
     CONFIG_VERSION,
     EMBEDDING_FUNCTION_NAME,
     PERSISTED_OPTIONS,
+    REFERENCE_VECTORS,
     check_config,
     fingerprint_differences,
     task_from_config,
@@ -55,6 +56,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         query_prefix: str | None = None,
         document_prefix: str | None = None,
         dimension: int | None = None,
+        vectors: tuple[str | None, str] | None = None,
         **encoder_options: Any,
     ) -> None:
         resolve_task(task)  # an unknown task name fails here, not at the first embedding
@@ -65,6 +67,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         recorded = query_prefix is not None and document_prefix is not None
         self._prefixes = (query_prefix, document_prefix) if recorded else None
         self._expected_dimension = dimension
+        self._vectors = vectors
         self._encoder: Encoder | None = None
 
     @classmethod
@@ -114,6 +117,15 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         return self._prefixes
 
     @property
+    def vectors(self) -> tuple[str | None, str]:
+        """(source model, vector family): the recorded ones, else the encoder's (a GGUF file says
+        which checkpoint it comes from and whether its type keeps the reference vectors)."""
+        if self._vectors is None:
+            facts = self.encoder.facts
+            self._vectors = (facts.source_model, facts.vector_family)
+        return self._vectors
+
+    @property
     def dimension(self) -> int:
         return self._expected_dimension if self._expected_dimension is not None else self.encoder.dimension
 
@@ -155,6 +167,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         options = self._encoder_config.model_dump(include=set(PERSISTED_OPTIONS))
         if options["pooling"] is None:
             options["pooling"] = self.encoder.pooling
+        source_model, vector_family = self.vectors
         return {
             "version": CONFIG_VERSION,
             "model": self.model,
@@ -163,6 +176,9 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
             "document_prefix": document_prefix,
             "dimension": self.dimension,
             **options,
+            # Only where they say something: a torch collection records what it always has.
+            **({"source_model": source_model} if source_model else {}),
+            **({"vector_family": vector_family} if vector_family != REFERENCE_VECTORS else {}),
         }
 
     @staticmethod
@@ -175,6 +191,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
             query_prefix=config["query_prefix"],
             document_prefix=config["document_prefix"],
             dimension=config["dimension"],
+            vectors=(config.get("source_model"), config.get("vector_family") or REFERENCE_VECTORS),
             **options,
         )
 

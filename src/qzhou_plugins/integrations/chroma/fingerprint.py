@@ -27,8 +27,23 @@ CONFIG_VERSION = 1
 PERSISTED_OPTIONS = ("max_length", "normalize", "dtype", "pooling", "bidirectional")
 """Encoder options that change the vectors: recorded in the collection and replayed on reopening."""
 
-FINGERPRINT_KEYS = ("model", "dimension", "query_prefix", "document_prefix", "pooling", "normalize")
-"""What must be equal for new vectors to be comparable with the stored ones."""
+FINGERPRINT_KEYS = (
+    "model",
+    "dimension",
+    "query_prefix",
+    "document_prefix",
+    "pooling",
+    "normalize",
+    "vector_family",
+)
+"""What must be equal for new vectors to be comparable with the stored ones. ``model`` is the model the
+vectors come from: for a GGUF file, the checkpoint it was exported from (``source_model``), so that a
+file and its source share a collection when their ``vector_family`` agrees too (see below)."""
+
+REFERENCE_VECTORS = "reference"
+"""The vector family of the torch encoder and of the runtimes measured interchangeable with it (f16
+GGUF files); a quantised GGUF file has its own (``gguf-q8_0``). Collections made before families
+existed record none: theirs is this one."""
 
 FINGERPRINT_METADATA_KEY = "qzhou:fingerprint"
 """Collection metadata key of the fingerprint (model, dimension, prefixes, ...) written at creation."""
@@ -45,6 +60,8 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "dtype": (str,),
     "pooling": (str,),
     "bidirectional": (bool, type(None)),
+    "source_model": (str,),
+    "vector_family": (str,),
 }
 
 
@@ -80,7 +97,10 @@ def same_model(first: str, second: str) -> bool:
 
 def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an embedding function config that decides whether two vectors are comparable."""
-    return {key: config.get(key) for key in FINGERPRINT_KEYS}
+    found = {key: config.get(key) for key in FINGERPRINT_KEYS}
+    found["model"] = config.get("source_model") or config.get("model")
+    found["vector_family"] = config.get("vector_family") or REFERENCE_VECTORS
+    return found
 
 
 def fingerprint_differences(
@@ -90,11 +110,17 @@ def fingerprint_differences(
 ) -> list[str]:
     """One line per fingerprint field that differs between two embedding function configs."""
     lines = []
+    before, after = fingerprint(recorded), fingerprint(wanted)
     for key in FINGERPRINT_KEYS:
-        old, new = recorded.get(key), wanted.get(key)
+        old, new = before[key], after[key]
         equal = same_model(old, new) if key == "model" and old and new else old == new
         if not equal:
             lines.append(f"{key.replace('_', ' ')}: {labels[0]} {old!r}, {labels[1]} {new!r}")
+            if key == "vector_family":
+                lines[-1] += (
+                    f" ({REFERENCE_VECTORS!r}: the torch encoder and GGUF types measured interchangeable "
+                    "with it; a quantised GGUF type's vectors are another family)"
+                )
     return lines
 
 

@@ -184,7 +184,9 @@ def reopen_collection(
     """``existing`` with the embedding function it records, or what was asked if that is the same."""
     recorded = recorded_config(existing)
     chosen_model = model if model is not None else recorded["model"]
-    if not same_model(chosen_model, recorded["model"]):
+    # A GGUF file names its source model inside: compared below, once it is open (in seconds).
+    converted = chosen_model.lower().endswith(".gguf") or "source_model" in recorded
+    if not converted and not same_model(chosen_model, recorded["model"]):
         # Known to differ without loading anything (a 7B model takes minutes to load).
         differences = fingerprint_differences(recorded, {**recorded, "model": chosen_model})
         raise mismatch_error(existing.name, differences)
