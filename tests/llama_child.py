@@ -179,7 +179,11 @@ def command_line(path: str, documents: str, work: Path) -> dict[str, Any]:
 
 def refusals(path: str, work: Path) -> dict[str, str]:
     found = {}
-    cases = {"dtype": {"dtype": "bfloat16"}, "missing": {"model": str(work / "none.gguf")}}
+    cases = {
+        "dtype": {"dtype": "bfloat16"},
+        "missing": {"model": str(work / "none.gguf")},
+        "too_long": {"max_length": 1_000_000},
+    }
     for label, options in cases.items():
         try:
             Encoder(**{"model": path, **options})

@@ -10,6 +10,7 @@ exported file alone.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -183,6 +184,8 @@ def test_the_command_line_indexes_and_queries_with_a_gguf_model(child: dict[str,
 def test_options_a_gguf_file_decides_are_refused(child: dict[str, Any]) -> None:
     assert child["refusals"]["dtype"].startswith("ValueError: dtype='bfloat16' apply to torch checkpoints")
     assert "does not exist" in child["refusals"]["missing"]
+    too_long = r"ValueError: max_length=1000000 exceeds what .* can attend to \(\d+ positions\)"
+    assert re.match(too_long, child["refusals"]["too_long"])
 
 
 def test_without_llama_cpp_the_error_names_the_extra(gguf_file: Callable[..., Path]) -> None:

@@ -30,6 +30,17 @@ class EncoderOutOfMemoryError(RuntimeError):
     """Even a single text does not fit in the device's memory."""
 
 
+def chosen_max_length(asked: int | None, model: str, limit: int, default: int) -> int:
+    """The ``max_length`` a backend truncates at: what the user asked, refused past ``limit``.
+
+    Checked at load, so a length the model cannot attend to fails once with its name instead of as
+    an index error inside every forward pass.
+    """
+    if asked is not None and asked > limit:
+        raise ValueError(f"max_length={asked} exceeds what {model!r} can attend to ({limit} positions)")
+    return asked or default
+
+
 def warn_truncated(truncated: int, total: int, max_length: int, position_limit: int) -> None:
     """The one warning of every backend that cuts texts to ``max_length``: truncation is never silent."""
     if truncated:

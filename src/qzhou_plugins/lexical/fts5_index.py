@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -203,19 +203,8 @@ class Fts5Index:
 
     # -- the connection -----------------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        """One transaction (a snapshot for reads), rolled back if anything in it fails."""
-        if self._db is None:
-            raise LexicalIndexError(f"the lexical index in {self.path} is closed")
-        db = self._db
-        db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _transaction(self, *, write: bool) -> AbstractContextManager[sqlite3.Connection]:
+        return journal.transaction(self._db, self.path, write=write)
 
     def close(self) -> None:
         with self._lock:

@@ -9,7 +9,11 @@ changes nothing).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .settings import LexicalIndexError
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS pending(id TEXT PRIMARY KEY) WITHOUT ROWID;"
 
@@ -24,3 +28,23 @@ def clear(db: sqlite3.Connection, ids: Iterable[str]) -> None:
 
 def pending(db: sqlite3.Connection) -> list[str]:
     return [id_ for (id_,) in db.execute("SELECT id FROM pending")]
+
+
+@contextmanager
+def transaction(
+    db: sqlite3.Connection | None, path: Path, *, write: bool = True
+) -> Iterator[sqlite3.Connection]:
+    """One transaction (a snapshot for reads), rolled back if anything in it fails.
+
+    ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers queue instead of one failing
+    half-way with "database is locked". ``db`` is None once the index is closed.
+    """
+    if db is None:
+        raise LexicalIndexError(f"the lexical index in {path} is closed")
+    db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -200,18 +200,8 @@ class TantivyIndex:
 
     # -- closing ------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _journal_transaction(self) -> Iterator[sqlite3.Connection]:
-        if self._journal is None:
-            raise LexicalIndexError(f"the lexical index in {self.path} is closed")
-        db = self._journal
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _journal_transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return journal.transaction(self._journal, self.path)
 
     def close(self) -> None:
         with self._lock:

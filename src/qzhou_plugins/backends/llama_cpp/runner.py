@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ...config import EncoderConfig
-from ..base import BackendFacts, ModelLoadError, unit_rows, warn_truncated
+from ..base import BackendFacts, ModelLoadError, chosen_max_length, unit_rows, warn_truncated
 from .context import EmbeddingContext
 from .keys import vector_family
 from .library import GGUFModel, llama_cpp, load_model
@@ -44,13 +44,9 @@ class LlamaCppBackend:
         self.config = config
         self.model: GGUFModel = load_model(path, _gpu_layers(config.device))
         self.file: FileFacts = describe(str(path), self.model.metadata, self.model.context_length)
-        limit = self.model.context_length
-        if config.max_length is not None and config.max_length > limit:
-            raise ValueError(
-                f"max_length={config.max_length} exceeds what {config.model!r} can attend to "
-                f"({limit} positions)"
-            )
-        self.max_length: int = config.max_length or self.file.max_length
+        self.max_length: int = chosen_max_length(
+            config.max_length, config.model, self.model.context_length, self.file.max_length
+        )
         self.tokenizer = Tokenizer(self.model)
         if self.max_length <= self.tokenizer.special_count:
             raise ValueError(f"max_length={self.max_length} leaves no room for text in {config.model!r}")

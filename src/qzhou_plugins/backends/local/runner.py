@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from ...config import EncoderConfig
-from ..base import BackendFacts, EncoderOutOfMemoryError, warn_truncated
+from ..base import BackendFacts, EncoderOutOfMemoryError, chosen_max_length, warn_truncated
 from . import registry
 from .batching import plan_batches
 from .loading import LoadedModel
@@ -45,13 +45,9 @@ class LocalBackend:
         if config.threads is not None:
             torch.set_num_threads(config.threads)  # process-wide: torch has no per-model setting
         self.loaded: LoadedModel = registry.get_model(config)
-        limit = self.loaded.position_limit
-        if config.max_length is not None and config.max_length > limit:
-            raise ValueError(
-                f"max_length={config.max_length} exceeds what {config.model!r} can attend to "
-                f"({limit} positions)"
-            )
-        self.max_length: int = config.max_length or self.loaded.default_max_length
+        self.max_length: int = chosen_max_length(
+            config.max_length, config.model, self.loaded.position_limit, self.loaded.default_max_length
+        )
         # A private copy of the fast tokenizer, set to truncate at our max_length: the Rust tokenizer
         # holds truncation state and is not safe to share between threads, so it is also guarded.
         self._tokenizer = Tokenizer.from_str(self.loaded.tokenizer.backend_tokenizer.to_str())
@@ -70,7 +66,7 @@ class LocalBackend:
             model=config.model,
             dimension=self.loaded.dimension,
             max_length=self.max_length,
-            position_limit=limit,
+            position_limit=self.loaded.position_limit,
             prompt_style=self.loaded.prompt_style,
             family=self.loaded.family,
             pooling=config.pooling or self.loaded.default_pooling,
