@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Each pytest-xdist worker gets its share of the cores for torch (read when torch is first
+    # imported, so set before that), and so do the servers, kernels and Ray actors it starts: left at
+    # torch's default, two workers run two threads each on two cores, and their spinning threads
+    # made the suite twice as slow as one process.
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +56,30 @@ the users of our own servers (``minilm_server``, ``qzhou_server``) share them, a
 share their exported files (``gguf_file``)."""
 
 
+LONGEST_FIRST = [
+    "test_whole_scifact.py",
+    "test_bulk_ray.py",
+    "test_server_ray.py",
+    "test_llama_index.py",
+    "test_chroma.py",
+    "test_langchain.py",
+    "test_evaluation.py",
+    "test_gguf_export.py",
+    "test_llama_cpp.py",
+    "test_llama_server.py",
+    "test_retrievers.py",
+    "test_chroma_server.py",
+]
+"""The modules that take longest (``--durations``), in that order: a worker takes them first, so the
+run does not end with one worker idle while the other is still in a long module."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules of :data:`LONGEST_FIRST` run first, in its order; the others keep their file order."""
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """Under pytest-xdist (``-n 2``, see pyproject.toml), each test module runs whole in one worker, so
     its module-scoped servers, databases and models start once, and the modules of a group of
@@ -61,6 +92,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
             module = nodeid.split("::", 1)[0]
             return WORKER_GROUPS.get(Path(module).name, module)
 
+    config.option.loadscopereorder = False  # the collection's order (LONGEST_FIRST), not by test count
     return ModuleGroupScheduling(config, log)
 
 

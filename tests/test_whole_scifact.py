@@ -8,6 +8,8 @@ same whichever test computed the vectors.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,22 @@ from qzhou_plugins import DEMO_MODEL
 from qzhou_plugins.chroma import QZhouCollection
 from test_chroma import recall_at_10
 from test_cli import run
+
+# Embedding all of SciFact takes 9 minutes on 2 idle cores of a slow machine (MiniLM at 9 abstracts/s),
+# 18 on one: more than the suite's 900 s per test where the machine is also loaded.
+pytestmark = pytest.mark.timeout(2400)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_core() -> Iterator[None]:
+    """Torch on every core while this module runs: it is the longest module, so its worker (held to
+    its share of the cores by conftest) would otherwise finish long after the other one."""
+    import torch
+
+    share = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or share)
+    yield
+    torch.set_num_threads(share)
 
 
 @pytest.mark.full
