@@ -30,8 +30,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     # Each pytest-xdist worker gets its share of the cores for torch (read when torch is first
     # imported, so set before that), and so do the servers, kernels and Ray actors it starts: left at
-    # torch's default, two workers run two threads each on two cores, and their spinning threads
-    # made the suite twice as slow as one process.
+    # torch's default, two workers ran two threads each on two cores, and the suite took 40 minutes
+    # against 29.5 with this share (docs/performance.md, "The test suite").
     _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
