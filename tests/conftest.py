@@ -151,6 +151,24 @@ def tiny_qzhou_path(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir
 
 
 @pytest.fixture(scope="session")
+def tiny_cross_encoder_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+    """A 2-layer random BERT cross-encoder (one label, sigmoid) with the real MiniLM vocabulary."""
+    from qzhou_plugins.testing import build_cross_encoder_checkpoint
+
+    return str(build_cross_encoder_checkpoint(tmp_path_factory.mktemp("tiny-cross-encoder"), minilm_path))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_reranker_path(tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path) -> str:
+    """A 2-layer random Qwen3-Reranker-shaped causal LM with the real Qwen vocabulary."""
+    from qzhou_plugins.testing import build_llm_reranker_checkpoint
+
+    return str(
+        build_llm_reranker_checkpoint(tmp_path_factory.mktemp("tiny-llm-reranker"), qwen_tokenizer_dir)
+    )
+
+
+@pytest.fixture(scope="session")
 def minilm() -> Encoder:
     """The session's all-MiniLM-L6-v2 encoder (the process-wide shared one)."""
     return Encoder.shared(model=DEMO_MODEL)

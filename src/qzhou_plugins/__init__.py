@@ -17,9 +17,9 @@ from ._lazy import lazy_names
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .backends.base import Backend, BackendFacts, EncoderOutOfMemoryError, ModelLoadError
+    from .backends.base import Backend, BackendFacts, EncoderOutOfMemoryError, ModelLoadError, RerankerFacts
     from .backends.local.registry import loaded_models
-    from .config import DEFAULT_MODEL, DEMO_MODEL, EncoderConfig
+    from .config import DEFAULT_MODEL, DEMO_MODEL, EncoderConfig, LlmTemplate, RerankerConfig
     from .encoder import Encoder, release_all
     from .instructions import (
         QZHOU_INSTRUCTION_FORMAT,
@@ -29,14 +29,22 @@ if TYPE_CHECKING:
         published_tasks,
         resolve_task,
     )
+    from .rerank.reranker import Reranker
     from .validation import validate_texts
 
 __getattr__, __dir__ = lazy_names(
     __name__,
     {
-        ".backends.base": ("Backend", "BackendFacts", "EncoderOutOfMemoryError", "ModelLoadError"),
+        ".backends.base": (
+            "Backend",
+            "BackendFacts",
+            "EncoderOutOfMemoryError",
+            "ModelLoadError",
+            "RerankerFacts",
+        ),
         ".backends.local.registry": ("loaded_models",),
-        ".config": ("DEFAULT_MODEL", "DEMO_MODEL", "EncoderConfig"),
+        ".config": ("DEFAULT_MODEL", "DEMO_MODEL", "EncoderConfig", "LlmTemplate", "RerankerConfig"),
+        ".rerank.reranker": ("Reranker",),
         ".encoder": ("Encoder", "release_all"),
         ".instructions": (
             "QZHOU_INSTRUCTION_FORMAT",
@@ -59,7 +67,11 @@ __all__ = [
     "Encoder",
     "EncoderConfig",
     "EncoderOutOfMemoryError",
+    "LlmTemplate",
     "ModelLoadError",
+    "Reranker",
+    "RerankerConfig",
+    "RerankerFacts",
     "Task",
     "TaskType",
     "UnknownTaskError",

@@ -197,3 +197,100 @@ class EncoderConfig(BaseModel):
         if device.type == "meta":
             raise ValueError("device 'meta' holds no data: it cannot compute vectors; use 'cpu' or 'cuda'")
         return value
+
+
+RerankerKind = Literal["embedding", "cross-encoder", "llm"]
+"""How a reranker scores a pair: ``embedding`` the cosine of two vectors (a bi-encoder),
+``cross-encoder`` a classification head over the pair encoded together, ``llm`` a causal LM's
+"yes" against "no" at the end of a templated prompt."""
+Activation = Literal["sigmoid", "identity"]
+RERANKER_ONLY_OPTIONS = ("kind", "label", "activation", "template")
+"""The options a reranker adds to the encoder's: an embedding reranker's encoder never sees them."""
+
+
+class LlmTemplate(BaseModel):
+    """How a causal-LM reranker reads one pair: ``prefix + body + suffix``, judged by two tokens.
+
+    ``body`` holds the fields ``{instruction}``, ``{query}`` and ``{document}``. Only the body is
+    cut when a pair is too long, so the system prompt and the answer cue always reach the model.
+    The score is P(yes) = sigmoid(logit(yes) - logit(no)) at the last position.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = Field(description="Text before the pair: the system prompt and the user turn's start.")
+    body: str = Field(description="The pair, with {instruction}, {query} and {document} fields.")
+    suffix: str = Field(description="Text after the pair: the end of the user turn and the answer cue.")
+    yes_token: str = Field(description="The token whose logit says 'relevant' (one token of the vocabulary).")
+    no_token: str = Field(description="The token whose logit says 'not relevant'.")
+    default_instruction: str = Field(description="The instruction when the caller gives none.")
+
+    @field_validator("body")
+    @classmethod
+    def _body_has_its_fields(cls, value: str) -> str:
+        missing = [name for name in ("query", "document") if "{" + name + "}" not in value]
+        if missing:
+            raise ValueError(f"the template body must hold {{{'}, {'.join(missing)}}}: {value!r}")
+        try:
+            value.format(instruction="", query="", document="")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"the template body may only hold the fields {{instruction}}, {{query}} and {{document}} "
+                f"(write '{{{{' for a literal brace): {error}"
+            ) from None
+        return value
+
+
+class RerankerConfig(EncoderConfig):
+    """How to load a reranker: every encoder option, and what only a reranker has.
+
+    ``kind=None`` decides from the checkpoint: a ``*ForSequenceClassification`` head is a
+    cross-encoder, a causal LM whose family has a yes/no template (Qwen3-Reranker) an LLM reranker,
+    any embedding model (QZhou first) the cosine of its instructed query and each candidate. The
+    embedding kind runs on the very encoder of the same options, so it shares its weights.
+    """
+
+    kind: RerankerKind | None = Field(default=None, description="None: decided from the checkpoint.")
+    label: StrictCount | str | None = Field(
+        default=None,
+        description="The output of a cross-encoder with several labels to score by (index or name).",
+    )
+    activation: Activation | None = Field(
+        default=None,
+        description="A cross-encoder's score function; None: as the checkpoint saved it (sigmoid for "
+        "one label).",
+    )
+    template: LlmTemplate | None = Field(
+        default=None, description="An LLM reranker's prompt and yes/no tokens; None: its family's own."
+    )
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder options of this configuration: what an embedding reranker encodes with."""
+        options = self.model_dump(exclude_unset=True, exclude=set(RERANKER_ONLY_OPTIONS))
+        if self.api_key is not None:
+            options["api_key"] = self.api_key
+        return EncoderConfig(**options)
+
+    @model_validator(mode="after")
+    def _options_of_its_kind(self) -> RerankerConfig:
+        if self.kind is not None:
+            refuse_options_of_other_kinds(self, self.kind)
+        return self
+
+
+OPTIONS_OF_OTHER_KINDS: dict[str, tuple[str, ...]] = {
+    "embedding": ("label", "activation", "template"),
+    "cross-encoder": ("template", "pooling", "bidirectional", "cache_dir"),
+    "llm": ("label", "activation", "pooling", "bidirectional", "cache_dir"),
+}
+"""Options that mean nothing to a reranker of each kind."""
+
+
+def refuse_options_of_other_kinds(config: RerankerConfig, kind: str) -> None:
+    """Refuse an option that a reranker of ``kind`` would silently ignore (checked again once a
+    checkpoint has decided the kind)."""
+    given = sorted(set(OPTIONS_OF_OTHER_KINDS[kind]) & config.model_fields_set)
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} mean(s) nothing to a reranker of kind {kind!r} ({config.model!r})"
+        )

@@ -113,3 +113,86 @@ def build_qzhou_checkpoint(
         if item.is_file():
             (out / item.name).write_bytes(item.read_bytes())
     return out
+
+
+def build_cross_encoder_checkpoint(
+    directory: str | Path,
+    tokenizer_directory: str | Path,
+    *,
+    num_labels: int = 1,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 128,
+    weight_scale: float = 0.2,
+    activation: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A random BERT cross-encoder (``BertForSequenceClassification``) with a real WordPiece tokenizer.
+
+    ``activation`` is saved the way sentence-transformers saves it (``config.sentence_transformers``),
+    e.g. ``"torch.nn.modules.linear.Identity"``; None saves none (sigmoid for one label).
+    """
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_directory)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=512,
+        num_labels=num_labels,
+        initializer_range=weight_scale,
+        architectures=["BertForSequenceClassification"],
+    )
+    if activation is not None:
+        config.sentence_transformers = {"activation_fn": activation}
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_llm_reranker_checkpoint(
+    directory: str | Path,
+    tokenizer_directory: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 128,
+    weight_scale: float = 0.3,
+    seed: int = 0,
+) -> Path:
+    """A random Qwen3-Reranker-shaped checkpoint (``Qwen3ForCausalLM``) with the real Qwen vocabulary,
+    in which "yes" and "no" are single tokens."""
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_directory)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=hidden_size // num_attention_heads,
+        max_position_embeddings=40960,
+        tie_word_embeddings=False,
+        initializer_range=weight_scale,
+        bos_token_id=QWEN25_FIRST_SPECIAL_ID,
+        eos_token_id=QWEN25_FIRST_SPECIAL_ID,
+        architectures=["Qwen3ForCausalLM"],
+    )
+    torch.manual_seed(seed)
+    Qwen3ForCausalLM(config).save_pretrained(out)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(out)
+    return out

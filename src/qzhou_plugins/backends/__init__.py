@@ -1,10 +1,11 @@
-"""Runtimes behind the encoder's seam: :class:`Backend` is the contract, ``local`` the torch one,
-``llama_cpp`` a GGUF file on llama.cpp, ``remote`` a served model over an OpenAI-compatible API."""
+"""Runtimes behind the core's seams: :class:`Backend` (texts to vectors) and :class:`RerankBackend`
+(pairs to scores) are the contracts, ``local`` the torch ones, ``llama_cpp`` a GGUF file on
+llama.cpp, ``remote`` and ``remote_rerank`` a served model over HTTP."""
 
 from __future__ import annotations
 
-from ..config import EncoderConfig
-from .base import Backend, BackendFacts
+from ..config import EncoderConfig, RerankerConfig
+from .base import Backend, BackendFacts, RerankBackend, RerankerFacts
 
 
 def backend_for(config: EncoderConfig) -> Backend:
@@ -23,4 +24,15 @@ def backend_for(config: EncoderConfig) -> Backend:
     return LocalBackend(config)
 
 
-__all__ = ["Backend", "BackendFacts", "backend_for"]
+def rerank_backend_for(config: RerankerConfig, kind: str) -> RerankBackend:
+    """The pair-scoring runtime of a cross-encoder or LLM reranker: served, or loaded here."""
+    if config.base_url is not None:
+        from .remote_rerank import RemoteReranker
+
+        return RemoteReranker(config)
+    from .local.reranking import LocalReranker
+
+    return LocalReranker(config, kind)
+
+
+__all__ = ["Backend", "BackendFacts", "RerankBackend", "RerankerFacts", "backend_for", "rerank_backend_for"]

@@ -41,16 +41,29 @@ def chosen_max_length(asked: int | None, model: str, limit: int, default: int) -
     return asked or default
 
 
-def warn_truncated(truncated: int, total: int, max_length: int, position_limit: int) -> None:
-    """The one warning of every backend that cuts texts to ``max_length``: truncation is never silent."""
+def warn_truncated(
+    truncated: int,
+    total: int,
+    max_length: int,
+    position_limit: int,
+    *,
+    what: str = "texts",
+    kept: str = "instruction included",
+) -> None:
+    """The one warning of every runtime that cuts inputs to ``max_length``: truncation is never silent.
+
+    ``what`` names the inputs (texts, candidates) and ``kept`` what the length counts.
+    """
     if truncated:
         logging.getLogger("qzhou_plugins").warning(
-            "%d of %d texts were longer than %d tokens and were truncated to %d tokens (instruction "
-            "included); raise max_length (this model allows up to %d) to keep more.",
+            "%d of %d %s were longer than %d tokens and were truncated to %d tokens (%s); raise "
+            "max_length (this model allows up to %d) to keep more.",
             truncated,
             total,
+            what,
             max_length,
             max_length,
+            kept,
             position_limit,
         )
 
@@ -112,5 +125,52 @@ class Backend(Protocol):
 
         The encoder uses it to refuse an instruction that alone fills ``max_length``: every text
         would then be cut to the instruction, and all would get one and the same vector.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class RerankerFacts:
+    """What the layers above a reranker's seam need to know about it."""
+
+    model: str
+    kind: str
+    """``embedding`` (cosine of two vectors), ``cross-encoder`` or ``llm`` (yes/no judge)."""
+    score_scale: str
+    """``cosine`` (-1 to 1), ``probability`` (0 to 1) or ``logit`` (any real number)."""
+    max_length: int
+    """Tokens of one pair (template included) before the candidate side is truncated."""
+    position_limit: int
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    """Everything that decides the scores, as text."""
+    instructed: bool = False
+    """Whether the reranker takes an ``instruction`` (an LLM reranker's or an embedding model's)."""
+
+
+@runtime_checkable
+class RerankBackend(Protocol):
+    """A runtime that scores (query, document) pairs: cross-encoders and LLM rerankers.
+
+    An embedding reranker needs no runtime of its own: it is the encoder's cosine
+    (:mod:`qzhou_plugins.rerank`).
+    """
+
+    @property
+    def facts(self) -> RerankerFacts:
+        """The reranker's facts; constant for the life of the backend."""
+        ...
+
+    def score_pairs(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """One float32 score per pair ``(queries[i], documents[i])``, on the facts' scale.
+
+        The texts are validated and distinct pairs. ``instruction`` is the instruction an LLM reranker
+        puts in its template (None: the template's default); a cross-encoder takes none.
         """
         ...

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ...config import EncoderConfig
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # torch and transformers only once a model is asked for
     from .loading import LoadedModel
 
 _lock = threading.RLock()
-_models: dict[tuple[str, ...], LoadedModel] = {}
+_models: dict[tuple[str, ...], Any] = {}
 _model_locks: dict[tuple[str, ...], threading.Lock] = {}
 
 
@@ -27,11 +28,16 @@ def get_model(config: EncoderConfig) -> LoadedModel:
     """The loaded weights for ``config``, loading them on first use (once, even under threads)."""
     from .loading import load_model, weights_key
 
-    key = weights_key(config)
+    return get_or_load(weights_key(config), lambda: load_model(config))  # type: ignore[no-any-return]
+
+
+def get_or_load(key: tuple[str, ...], load: Callable[[], Any]) -> Any:
+    """The weights known by ``key``, made by ``load`` on first use (once, even under threads): an
+    encoder's and a reranker's alike (a reranker's key adds its kind: another head in memory)."""
     with _lock:
         loaded = _models.get(key)
         if loaded is None:
-            loaded = load_model(config)
+            loaded = load()
             _models[key] = loaded
             _model_locks[key] = threading.Lock()
         return loaded
@@ -47,7 +53,7 @@ def inference_lock(loaded: LoadedModel) -> threading.Lock:
         return _model_locks.setdefault(loaded.key, threading.Lock())
 
 
-def loaded_models() -> list[LoadedModel]:
+def loaded_models() -> list[Any]:
     """Every set of weights in memory now; its length is the number of models loaded."""
     with _lock:
         return list(_models.values())

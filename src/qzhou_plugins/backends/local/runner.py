@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from .pooling import pool
 
 logger = logging.getLogger("qzhou_plugins")
 
-__all__ = ["MOSTLY_UNKNOWN", "EncoderOutOfMemoryError", "LocalBackend"]
+__all__ = ["MOSTLY_UNKNOWN", "EncoderOutOfMemoryError", "LocalBackend", "run_halving"]
 
 MOSTLY_UNKNOWN = 0.5
 """A text with at least this share of unknown tokens is reported: its vector says little of it."""
@@ -164,26 +164,7 @@ class LocalBackend:
             )
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
-        """One planned batch, split in halves and retried if the device runs out of memory."""
-        try:
-            return self._forward(batch)
-        except torch.OutOfMemoryError:
-            width = max(len(ids) for ids in batch)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(batch) == 1:
-                raise EncoderOutOfMemoryError(
-                    f"a single text of {width} tokens does not fit in {self.device} memory; lower "
-                    "max_length or use a device with more memory"
-                ) from None
-            logger.warning(
-                "Out of memory on a batch of %d texts x %d tokens; splitting it in two and retrying. "
-                "Lower batch_tokens to avoid the retry.",
-                len(batch),
-                width,
-            )
-            half = len(batch) // 2
-            return np.concatenate([self._run(batch[:half]), self._run(batch[half:])])
+        return run_halving(batch, self._forward, self.device, what="text")
 
     def _inputs(self, batch: list[list[int]]) -> dict[str, Any]:
         """Padded ids, mask and (decoders) positions counted from each text's first real token."""
@@ -221,6 +202,45 @@ class LocalBackend:
         return (
             f"LocalBackend(model={self.config.model!r}, family={self.facts.family!r}, "
             f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
+
+def run_halving(
+    batch: list[Any],
+    forward: Callable[[list[Any]], np.ndarray],
+    device: torch.device,
+    what: str,
+    tokens: Callable[[Any], int] = len,
+) -> np.ndarray:
+    """``forward(batch)``, split in halves and retried while the device runs out of memory.
+
+    The one out-of-memory rule of the local runtimes (encoder and rerankers); ``what`` names one row
+    of the batch (a text, a pair) in the messages and ``tokens`` tells a row's length.
+    """
+    try:
+        return forward(batch)
+    except torch.OutOfMemoryError:
+        width = max(tokens(row) for row in batch)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            raise EncoderOutOfMemoryError(
+                f"a single {what} of {width} tokens does not fit in {device} memory; lower max_length or "
+                "use a device with more memory"
+            ) from None
+        logger.warning(
+            "Out of memory on a batch of %d %ss x %d tokens; splitting it in two and retrying. Lower "
+            "batch_tokens to avoid the retry.",
+            len(batch),
+            what,
+            width,
+        )
+        half = len(batch) // 2
+        return np.concatenate(
+            [
+                run_halving(batch[:half], forward, device, what, tokens),
+                run_halving(batch[half:], forward, device, what, tokens),
+            ]
         )
 
 

@@ -1,0 +1,245 @@
+"""The local reranker runtime: cross-encoders and LLM rerankers scored with torch in this process.
+
+tokenise each pair (the candidate side alone truncated) -> plan batches by tokens, longest first ->
+pad -> forward -> one score per pair in fp32 -> the caller's order; a batch that runs out of memory
+is split in two and retried. The encoder's planner, out-of-memory rule, truncation warning and
+weights registry are used as they are: what differs is the pair's tokens and the head.
+
+- A cross-encoder encodes ``[CLS] query [SEP] candidate [SEP]`` (the tokenizer's own pair format,
+  segment ids included) and scores by the activation sentence-transformers saved.
+- An LLM reranker reads ``prefix + body + suffix`` (:class:`~qzhou_plugins.config.LlmTemplate`),
+  tokenised in those three parts as the model card does, the body cut so that the template stays
+  whole, left padded with positions counted from each pair's first token; the score is
+  sigmoid(logit(yes) - logit(no)) at the last position, computed for those two tokens only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from tqdm.auto import tqdm
+
+from ...config import RerankerConfig
+from ...rerank.formats import score_scale
+from ..base import RerankerFacts, warn_truncated
+from . import registry
+from .batching import plan_batches
+from .reranker_loading import LoadedReranker, chosen_reranker_length, load_reranker
+from .runner import run_halving
+
+__all__ = ["LocalReranker"]
+
+
+class LocalReranker:
+    """Scores (query, document) pairs with a cross-encoder or LLM reranker loaded in this process."""
+
+    def __init__(self, config: RerankerConfig, kind: str) -> None:
+        self.config = config
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)  # process-wide: torch has no per-model setting
+        self.loaded: LoadedReranker = load_reranker(config, kind)
+        self.max_length = chosen_reranker_length(config, self.loaded)
+        self._tokenizer = Tokenizer.from_str(self.loaded.tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._tokenizer_lock = threading.Lock()
+        self._inference_lock = registry.inference_lock(self.loaded)
+        template = self.loaded.template
+        self._frame: tuple[list[int], list[int]] = ([], [])
+        if template is not None:
+            self._frame = (self._plain_ids(template.prefix), self._plain_ids(template.suffix))
+        scale = score_scale(kind, "sigmoid" if kind == "llm" else self.loaded.activation)
+        self._facts = RerankerFacts(
+            model=config.model,
+            kind=kind,
+            score_scale=scale,
+            max_length=self.max_length,
+            position_limit=self.loaded.position_limit,
+            fingerprint=self._fingerprint(),
+            instructed=kind == "llm",
+        )
+
+    @property
+    def facts(self) -> RerankerFacts:
+        return self._facts
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.loaded.dtype
+
+    def _fingerprint(self) -> dict[str, str]:
+        files = sorted(p for p in self.loaded.path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
+        stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        template = self.loaded.template
+        return {
+            "backend": "local",
+            "model": self.config.model,
+            "kind": self.loaded.kind,
+            "weights": hashlib.sha256(f"{self.loaded.path}|{stamp}".encode()).hexdigest()[:16],
+            "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "max_length": str(self.max_length),
+            "activation": str(self.loaded.activation),
+            "label": str(self.loaded.label_index),
+            "template": ""
+            if template is None
+            else hashlib.sha256(template.model_dump_json().encode()).hexdigest()[:16],
+        }
+
+    # -- the seam -----------------------------------------------------------------------------------
+
+    def score_pairs(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        scores = np.empty(len(queries), dtype=np.float32)
+        if not len(queries):
+            return scores
+        if self.loaded.kind == "llm":
+            token_ids, type_ids = self._llm_tokens(queries, documents, instruction), None
+        else:
+            token_ids, type_ids = self._pair_tokens(queries, documents)
+        batches = plan_batches([len(ids) for ids in token_ids], self.config.batch_tokens)
+        with tqdm(total=len(token_ids), unit="pair", desc="Reranking", disable=not show_progress) as progress:
+            for batch in batches:
+                scores[batch] = run_halving(
+                    batch,
+                    lambda part: self._forward(
+                        [token_ids[p] for p in part],
+                        None if type_ids is None else [type_ids[p] for p in part],
+                    ),
+                    self.device,
+                    what="pair",
+                    tokens=lambda p: len(token_ids[p]),
+                )
+                progress.update(len(batch))
+        return scores
+
+    # -- tokens -------------------------------------------------------------------------------------
+
+    def _plain_ids(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def _check_queries(self, queries: Sequence[str], room: int, what: str) -> None:
+        """Refuse a query that alone leaves no room for any candidate: only candidates are cut."""
+        distinct = list(dict.fromkeys(queries))
+        with self._tokenizer_lock:
+            counted = self._tokenizer.encode_batch(distinct, add_special_tokens=False)
+        for query, encoding in zip(distinct, counted, strict=True):
+            if len(encoding.ids) >= room:
+                raise ValueError(
+                    f"the query alone takes {len(encoding.ids)} tokens and max_length={self.max_length} "
+                    f"leaves {room} for the query and each candidate ({what}): no candidate would be seen. "
+                    f"Shorten the query (it begins {query[:40]!r}) or raise max_length (this model allows "
+                    f"{self.loaded.position_limit})"
+                )
+
+    def _pair_tokens(
+        self, queries: Sequence[str], documents: Sequence[str]
+    ) -> tuple[list[list[int]], list[list[int]]]:
+        """The tokenizer's pair encoding, the candidate side truncated to fit ``max_length``."""
+        specials = self._tokenizer.num_special_tokens_to_add(True)
+        self._check_queries(queries, self.max_length - specials, f"{specials} special tokens included")
+        with self._tokenizer_lock:
+            self._tokenizer.enable_truncation(self.max_length, strategy="only_second")
+            try:
+                encodings = self._tokenizer.encode_batch(list(zip(queries, documents, strict=True)))
+            finally:
+                self._tokenizer.no_truncation()
+        cut = sum(1 for encoding in encodings if encoding.overflowing)
+        warn_truncated(
+            cut,
+            len(encodings),
+            self.max_length,
+            self.loaded.position_limit,
+            what="candidates",
+            kept="query and special tokens included; the query is kept whole",
+        )
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+    def _llm_tokens(
+        self, queries: Sequence[str], documents: Sequence[str], instruction: str | None
+    ) -> list[list[int]]:
+        """``prefix + body + suffix`` ids, the body (ending with the candidate) cut to fit."""
+        template = self.loaded.template
+        assert template is not None
+        prefix, suffix = self._frame
+        room = self.max_length - len(prefix) - len(suffix)
+        instruction = template.default_instruction if instruction is None else instruction
+        heads = [template.body.format(instruction=instruction, query=q, document="") for q in queries]
+        self._check_queries(heads, room, "the template and instruction included")
+        bodies = [
+            template.body.format(instruction=instruction, query=q, document=d)
+            for q, d in zip(queries, documents, strict=True)
+        ]
+        with self._tokenizer_lock:
+            encodings = self._tokenizer.encode_batch(bodies, add_special_tokens=False)
+        cut = sum(1 for encoding in encodings if len(encoding.ids) > room)
+        warn_truncated(
+            cut,
+            len(encodings),
+            self.max_length,
+            self.loaded.position_limit,
+            what="candidates",
+            kept="template, instruction and query included; the query is kept whole",
+        )
+        return [prefix + encoding.ids[:room] + suffix for encoding in encodings]
+
+    # -- forward ------------------------------------------------------------------------------------
+
+    def _inputs(self, batch: list[list[int]], segments: list[list[int]] | None) -> dict[str, Any]:
+        loaded = self.loaded
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), loaded.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        types = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            span = slice(width - len(ids), width) if loaded.padding_side == "left" else slice(0, len(ids))
+            input_ids[row, span] = ids
+            mask[row, span] = 1
+            if segments is not None:
+                types[row, span] = segments[row]
+        inputs: dict[str, Any] = {
+            "input_ids": torch.from_numpy(input_ids).to(loaded.device),
+            "attention_mask": torch.from_numpy(mask).to(loaded.device),
+        }
+        if loaded.token_type_ids and segments is not None:
+            inputs["token_type_ids"] = torch.from_numpy(types).to(loaded.device)
+        if loaded.needs_position_ids:
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+            inputs["use_cache"] = False
+        return inputs
+
+    def _forward(self, batch: list[list[int]], segments: list[list[int]] | None) -> np.ndarray:
+        loaded = self.loaded
+        inputs = self._inputs(batch, segments)
+        with self._inference_lock, torch.inference_mode():
+            if loaded.kind == "llm":
+                assert loaded.judge is not None
+                hidden = loaded.module.get_decoder()(**inputs).last_hidden_state[:, -1, :]
+                margin = hidden.float() @ loaded.judge.to(hidden.device) + loaded.judge_bias
+                scores = torch.sigmoid(margin)
+            else:
+                logits = loaded.module(**inputs).logits.float()[:, loaded.label_index]
+                scores = torch.sigmoid(logits) if loaded.activation == "sigmoid" else logits
+        return scores.cpu().numpy().astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalReranker(model={self.config.model!r}, kind={self.loaded.kind!r}, device={self.device}, "
+            f"dtype={str(self.dtype).removeprefix('torch.')})"
+        )
