@@ -301,9 +301,7 @@ _shared: dict[EncoderConfig, Encoder] = {}
 def release_all() -> None:
     """Forget every shared encoder and loaded model so that their memory can be freed."""
     from .backends.local.registry import release_weights
-    from .rerank.reranker import release_rerankers
 
-    release_rerankers()
     with _shared_lock:
         _shared.clear()
     release_weights()

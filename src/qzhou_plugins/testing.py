@@ -196,3 +196,90 @@ def build_llm_reranker_checkpoint(
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out)
     return out
+
+
+XLMR_SPECIAL_TOKENS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+"""XLM-RoBERTa's special tokens at XLM-RoBERTa's ids (its position ids count from ``<pad>`` = 1)."""
+
+
+def save_xlmr_style_tokenizer(directory: str | Path, wordpiece_directory: str | Path) -> Path:
+    """A RoBERTa-format pair tokenizer (``<s> A </s></s> B </s>``, no segment ids) on a real vocabulary.
+
+    This is not XLM-RoBERTa's SentencePiece model (none is available offline): it is the WordPiece
+    vocabulary of ``wordpiece_directory`` (all-MiniLM-L6-v2's) with its first five entries renamed to
+    XLM-RoBERTa's special tokens at XLM-RoBERTa's ids, and RoBERTa's post-processor. What a
+    cross-encoder runtime must get right for XLM-RoBERTa is exactly what differs from BERT here: the
+    pair layout, no ``token_type_ids``, and ``<pad>`` = 1, from which the model counts its positions.
+    """
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads((Path(wordpiece_directory) / "tokenizer.json").read_text("utf-8"))
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    by_id = {index: token for token, index in vocab.items()}
+    for token, index in XLMR_SPECIAL_TOKENS.items():
+        del vocab[by_id[index]]
+        vocab[token] = index
+    spec["model"]["unk_token"] = "<unk>"
+    spec["added_tokens"] = [
+        {"id": index, "content": token, "special": True, "single_word": False, "lstrip": token == "<mask>",
+         "rstrip": False, "normalized": False}
+        for token, index in XLMR_SPECIAL_TOKENS.items()
+    ]  # fmt: skip
+    spec["padding"] = spec["truncation"] = spec["post_processor"] = None
+    backend = Tokenizer.from_str(json.dumps(spec))
+    backend.post_processor = processors.RobertaProcessing(
+        ("</s>", XLMR_SPECIAL_TOKENS["</s>"]), ("<s>", XLMR_SPECIAL_TOKENS["<s>"]), add_prefix_space=False
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    out = Path(directory)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_xlmr_cross_encoder_checkpoint(
+    directory: str | Path,
+    wordpiece_directory: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 128,
+    weight_scale: float = 0.2,
+    seed: int = 0,
+) -> Path:
+    """A random ``XLMRobertaForSequenceClassification`` (one label) with the RoBERTa-format pair
+    tokenizer of :func:`save_xlmr_style_tokenizer` (a real vocabulary, not XLM-R's own)."""
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    out = save_xlmr_style_tokenizer(directory, wordpiece_directory)
+    vocab_size = len(json.loads((out / "tokenizer.json").read_text("utf-8"))["model"]["vocab"])
+    config = XLMRobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        num_labels=1,
+        initializer_range=weight_scale,
+        bos_token_id=XLMR_SPECIAL_TOKENS["<s>"],
+        pad_token_id=XLMR_SPECIAL_TOKENS["<pad>"],
+        eos_token_id=XLMR_SPECIAL_TOKENS["</s>"],
+        architectures=["XLMRobertaForSequenceClassification"],
+    )
+    torch.manual_seed(seed)
+    XLMRobertaForSequenceClassification(config).save_pretrained(out)
+    return out

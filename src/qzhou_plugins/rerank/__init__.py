@@ -19,6 +19,7 @@ import numpy as np
 from ..backends.base import unit_rows
 from ..instructions import TaskLike, TaskType
 from ..validation import as_list, check_count, check_score, has_content, validate_text, validate_texts
+from .scores import check_finite, cosine_scores
 
 if TYPE_CHECKING:
     from ..encoder import Encoder
@@ -35,6 +36,8 @@ __all__ = [
     "LOWEST_SCORE",
     "RankedCandidate",
     "Reranker",
+    "as_reranker",
+    "check_finite",
     "rank",
     "rerank",
     "score_candidates",
@@ -84,8 +87,6 @@ class _EncoderScorer:
         instruction: str | None,
         show_progress: bool | None = None,
     ) -> np.ndarray:
-        from .reranker import cosine_scores
-
         sides = self.encoder.prefixes(task, query_instruction=instruction)
         return cosine_scores(self.encoder, queries, documents, sides)
 
@@ -126,14 +127,7 @@ def score_candidates(
     scores[filled] = reranker.score_pairs(
         [query] * len(filled), documents, task=task, instruction=instruction, show_progress=show_progress
     )
-    broken = np.flatnonzero(~np.isfinite(scores))
-    if broken.size:
-        raise FloatingPointError(
-            f"the model gave no finite score for candidate(s) at position(s) "
-            f"{', '.join(str(i) for i in broken[:10])}: its dtype overflowed (use dtype='float32' or "
-            "'bfloat16'), or the checkpoint's weights are broken"
-        )
-    return scores
+    return check_finite(scores)
 
 
 def rank(

@@ -16,20 +16,27 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import RerankBackend, RerankerFacts, unit_rows
+from ..backends.base import RerankBackend, RerankerFacts
+from ..backends.local.registry import at_release
 from ..config import RerankerConfig, refuse_options_of_other_kinds
 from ..encoder import Encoder, wants_progress
 from ..instructions import TaskLike, TaskType, check_instruction, resolve_task
 from .formats import lowest_score
+from .scores import check_finite, cosine_scores
 
-__all__ = ["Reranker", "cosine_scores", "detect_kind"]
+__all__ = ["Reranker", "cosine_scores", "detect_kind", "llm_instruction"]
 
 
 def detect_kind(config: RerankerConfig) -> str:
     """The kind of reranker ``config``'s model is: as asked, else as its checkpoint or server says."""
+    gguf = config.model.lower().endswith(".gguf")
+    if config.kind == "embedding" and config.base_url is None and not gguf:
+        from ..backends.local.reranker_loading import refuse_cross_encoder_as_embedder
+
+        refuse_cross_encoder_as_embedder(config)
     if config.kind is not None:
         return config.kind
-    if config.model.lower().endswith(".gguf"):
+    if gguf:
         return "embedding"  # GGUF rerankers are not supported: a GGUF file is an embedder
     if config.base_url is not None:
         from ..backends.remote_rerank import served_kind
@@ -40,27 +47,16 @@ def detect_kind(config: RerankerConfig) -> str:
     return checkpoint_kind(config)
 
 
-def cosine_scores(
-    encoder: Any, queries: Sequence[str], documents: Sequence[str], prefixes: tuple[str, str]
-) -> np.ndarray:
-    """Cosine of each query (with the query prefix) and its document (with the document prefix).
+DEFAULT_TASKS = (TaskType.RETRIEVAL.value, TaskType.RERANKING.value)
+"""Tasks whose instruction an LLM reranker takes from its template: its own words for "find what
+answers the query" (Qwen3-Reranker's are the same as ours)."""
 
-    ``encoder`` is anything with the encoder's ``encode_with_prefix`` and ``facts`` (the server's
-    queued encoder too). Distinct texts are embedded once, in one call, so the pairs of one query
-    cost one query vector.
-    """
-    query_texts = list(dict.fromkeys(queries))
-    document_texts = list(dict.fromkeys(documents))
-    texts = query_texts + document_texts
-    sides = [prefixes[0]] * len(query_texts) + [prefixes[1]] * len(document_texts)
-    vectors = encoder.encode_with_prefix(texts, sides, what="candidates")
-    if not encoder.facts.normalized:
-        vectors = unit_rows(vectors)
-    query_row = {text: row for row, text in enumerate(query_texts)}
-    document_row = {text: len(query_texts) + row for row, text in enumerate(document_texts)}
-    left = vectors[[query_row[q] for q in queries]]
-    right = vectors[[document_row[d] for d in documents]]
-    return np.einsum("ij,ij->i", left, right).astype(np.float32, copy=False)
+
+def llm_instruction(task: TaskLike) -> str | None:
+    """The ``{instruction}`` of an LLM reranker's template for ``task``: None (the template's own
+    default) for retrieval and reranking, else the task's instruction (an STS task's, a custom one)."""
+    resolved = resolve_task(task)
+    return None if resolved.name in DEFAULT_TASKS else resolved.instruction
 
 
 class Reranker:
@@ -91,7 +87,8 @@ class Reranker:
         if config is None and encoder is not None:
             config = RerankerConfig(**encoder.config.given_options(), kind="embedding")
         self.config: RerankerConfig = config if config is not None else RerankerConfig(**options)
-        self.kind: str = detect_kind(self.config)
+        embeds = encoder is not None and self.config.kind == "embedding"  # a loaded encoder: no check
+        self.kind: str = "embedding" if embeds else detect_kind(self.config)
         refuse_options_of_other_kinds(self.config, self.kind)
         self.encoder: Encoder | None = None
         self.backend: RerankBackend | None = None
@@ -166,8 +163,9 @@ class Reranker:
         """One score per pair ``(queries[i], documents[i])``; the texts must already be validated.
 
         ``instruction`` overrides the task's: the query-side instruction of an embedding reranker,
-        the ``{instruction}`` of an LLM reranker's template. A cross-encoder takes none. Equal pairs
-        are scored once, so they get equal scores.
+        the ``{instruction}`` of an LLM reranker's template (without one, the template's default for
+        retrieval and reranking, see :func:`llm_instruction`). A cross-encoder takes none. Equal
+        pairs are scored once, so they get equal scores; a score that is not finite is an error.
         """
         instruction = check_instruction(instruction)
         if len(queries) != len(documents):
@@ -176,7 +174,7 @@ class Reranker:
             return np.zeros(0, dtype=np.float32)
         if self.encoder is not None:
             sides = self.encoder.prefixes(task, query_instruction=instruction)
-            return cosine_scores(self.encoder, queries, documents, sides)
+            return check_finite(cosine_scores(self.encoder, queries, documents, sides))
         assert self.backend is not None
         if self.kind == "cross-encoder":
             if instruction:
@@ -186,17 +184,17 @@ class Reranker:
                 )
             instruction = None
         elif instruction is None:
-            instruction = resolve_task(task).instruction
+            instruction = llm_instruction(task)
         pairs = list(zip(queries, documents, strict=True))
         distinct = list(dict.fromkeys(pairs))
         show = wants_progress(show_progress, len(distinct), self.config.show_progress)
         scores = self.backend.score_pairs(
             [q for q, _ in distinct], [d for _, d in distinct], instruction=instruction, show_progress=show
         )
-        if len(distinct) == len(pairs):
-            return scores
-        where = {pair: row for row, pair in enumerate(distinct)}
-        return scores[[where[pair] for pair in pairs]]
+        if len(distinct) != len(pairs):
+            where = {pair: row for row, pair in enumerate(distinct)}
+            scores = scores[[where[pair] for pair in pairs]]
+        return check_finite(scores)  # no NaN leaves the seam, whoever calls it (the server does)
 
     def __repr__(self) -> str:
         runtime = self.encoder if self.encoder is not None else self.backend
@@ -208,6 +206,9 @@ _shared: dict[RerankerConfig, Reranker] = {}
 
 
 def release_rerankers() -> None:
-    """Forget every shared reranker (the weights go with :func:`qzhou_plugins.encoder.release_all`)."""
+    """Forget every shared reranker; called with :func:`qzhou_plugins.encoder.release_all`."""
     with _shared_lock:
         _shared.clear()
+
+
+at_release(release_rerankers)

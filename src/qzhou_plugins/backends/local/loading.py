@@ -44,6 +44,7 @@ __all__ = [
     "read_checkpoint",
     "resolve_model_path",
     "weights_key",
+    "weights_stamp",
 ]
 
 QZHOU_ARCHITECTURE = "QZhouModel"
@@ -365,6 +366,16 @@ def _family_defaults(
         "position_limit": position_limit,
         "prompt_style": prompt_style,
     }
+
+
+def weights_stamp(path: Path) -> str:
+    """A short hash of a checkpoint folder's weight and config files (names, sizes, times): what a
+    fingerprint records of the weights without reading gigabytes."""
+    import hashlib
+
+    files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha256(f"{path}|{stamp}".encode()).hexdigest()[:16]
 
 
 def weights_key(config: EncoderConfig) -> tuple[str, ...]:

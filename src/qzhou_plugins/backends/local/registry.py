@@ -59,9 +59,23 @@ def loaded_models() -> list[Any]:
         return list(_models.values())
 
 
+_release_hooks: list[Callable[[], None]] = []
+
+
+def at_release(hook: Callable[[], None]) -> None:
+    """Call ``hook`` whenever the weights are released: what holds a backend (the shared rerankers)
+    lets go of it too, without this module knowing who they are."""
+    with _lock:
+        if hook not in _release_hooks:
+            _release_hooks.append(hook)
+
+
 def release_weights() -> None:
     """Forget every loaded model so that its memory can be freed once no backend holds it."""
     with _lock:
+        hooks = list(_release_hooks)
         _models.clear()
         _model_locks.clear()
+    for hook in hooks:
+        hook()
     gc.collect()

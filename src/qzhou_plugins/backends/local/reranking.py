@@ -16,21 +16,20 @@ weights registry are used as they are: what differs is the pair's tokens and the
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from ...config import RerankerConfig
+from ...config import LlmTemplate, RerankerConfig
 from ...rerank.formats import score_scale
 from ..base import RerankerFacts, warn_truncated
 from . import registry
 from .batching import plan_batches
-from .reranker_loading import LoadedReranker, chosen_reranker_length, load_reranker
+from .loading import weights_stamp
+from .reranker_loading import LoadedReranker, RerankHead, chosen_reranker_length, load_reranker
 from .runner import run_halving
 
 __all__ = ["LocalReranker"]
@@ -43,18 +42,21 @@ class LocalReranker:
         self.config = config
         if config.threads is not None:
             torch.set_num_threads(config.threads)  # process-wide: torch has no per-model setting
-        self.loaded: LoadedReranker = load_reranker(config, kind)
+        self.loaded: LoadedReranker
+        self.head: RerankHead
+        self.loaded, self.head = load_reranker(config, kind)
         self.max_length = chosen_reranker_length(config, self.loaded)
-        self._tokenizer = Tokenizer.from_str(self.loaded.tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
-        self._tokenizer_lock = threading.Lock()
+        # The weights' own copy of the fast tokenizer, shared by every reranker of them (copying a
+        # large vocabulary takes seconds); its truncation state is only changed under its lock.
+        self._tokenizer = self.loaded.pair_tokenizer
+        self._tokenizer_lock = self.loaded.tokenizer_lock
         self._inference_lock = registry.inference_lock(self.loaded)
-        template = self.loaded.template
+        template = self.head.template
         self._frame: tuple[list[int], list[int]] = ([], [])
         if template is not None:
             self._frame = (self._plain_ids(template.prefix), self._plain_ids(template.suffix))
-        scale = score_scale(kind, "sigmoid" if kind == "llm" else self.loaded.activation)
+        self._check_room(kind)
+        scale = score_scale(kind, "sigmoid" if kind == "llm" else self.head.activation)
         self._facts = RerankerFacts(
             model=config.model,
             kind=kind,
@@ -64,6 +66,18 @@ class LocalReranker:
             fingerprint=self._fingerprint(),
             instructed=kind == "llm",
         )
+
+    def _check_room(self, kind: str) -> None:
+        """Refuse a max_length that the frame of every pair fills: no query would ever fit."""
+        if kind == "llm":
+            frame, what = len(self._frame[0]) + len(self._frame[1]), "its template's prefix and suffix"
+        else:
+            frame, what = self._tokenizer.num_special_tokens_to_add(True), "the special tokens of a pair"
+        if self.max_length <= frame + 1:
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for a query and a candidate: {what} take "
+                f"{frame} tokens of {self.config.model!r}; use at least {frame + 2}"
+            )
 
     @property
     def facts(self) -> RerankerFacts:
@@ -77,19 +91,22 @@ class LocalReranker:
     def dtype(self) -> torch.dtype:
         return self.loaded.dtype
 
+    @property
+    def template(self) -> LlmTemplate | None:
+        """An LLM reranker's template (None for a cross-encoder): what frames each pair."""
+        return self.head.template
+
     def _fingerprint(self) -> dict[str, str]:
-        files = sorted(p for p in self.loaded.path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
-        stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-        template = self.loaded.template
+        template = self.head.template
         return {
             "backend": "local",
             "model": self.config.model,
             "kind": self.loaded.kind,
-            "weights": hashlib.sha256(f"{self.loaded.path}|{stamp}".encode()).hexdigest()[:16],
+            "weights": weights_stamp(self.loaded.path),
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
             "max_length": str(self.max_length),
-            "activation": str(self.loaded.activation),
-            "label": str(self.loaded.label_index),
+            "activation": str(self.head.activation),
+            "label": str(self.head.label_index),
             "template": ""
             if template is None
             else hashlib.sha256(template.model_dump_json().encode()).hexdigest()[:16],
@@ -134,12 +151,18 @@ class LocalReranker:
         with self._tokenizer_lock:
             return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def _check_queries(self, queries: Sequence[str], room: int, what: str) -> None:
-        """Refuse a query that alone leaves no room for any candidate: only candidates are cut."""
-        distinct = list(dict.fromkeys(queries))
+    def _check_queries(
+        self, queries: Sequence[str], room: int, what: str, counted: Sequence[str] | None = None
+    ) -> None:
+        """Refuse a query that alone leaves no room for any candidate: only candidates are cut.
+
+        ``counted`` is what each query takes in the pair (an LLM's body before the candidate), if
+        more than the query; the message names the query the caller gave.
+        """
+        texts = dict(zip(counted if counted is not None else queries, queries, strict=True))
         with self._tokenizer_lock:
-            counted = self._tokenizer.encode_batch(distinct, add_special_tokens=False)
-        for query, encoding in zip(distinct, counted, strict=True):
+            encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        for query, encoding in zip(texts.values(), encodings, strict=True):
             if len(encoding.ids) >= room:
                 raise ValueError(
                     f"the query alone takes {len(encoding.ids)} tokens and max_length={self.max_length} "
@@ -153,7 +176,7 @@ class LocalReranker:
     ) -> tuple[list[list[int]], list[list[int]]]:
         """The tokenizer's pair encoding, the candidate side truncated to fit ``max_length``."""
         specials = self._tokenizer.num_special_tokens_to_add(True)
-        self._check_queries(queries, self.max_length - specials, f"{specials} special tokens included")
+        self._check_queries(queries, self.max_length - specials, f"after its {specials} special tokens")
         with self._tokenizer_lock:
             self._tokenizer.enable_truncation(self.max_length, strategy="only_second")
             try:
@@ -175,13 +198,15 @@ class LocalReranker:
         self, queries: Sequence[str], documents: Sequence[str], instruction: str | None
     ) -> list[list[int]]:
         """``prefix + body + suffix`` ids, the body (ending with the candidate) cut to fit."""
-        template = self.loaded.template
+        template = self.head.template
         assert template is not None
         prefix, suffix = self._frame
         room = self.max_length - len(prefix) - len(suffix)
         instruction = template.default_instruction if instruction is None else instruction
         heads = [template.body.format(instruction=instruction, query=q, document="") for q in queries]
-        self._check_queries(heads, room, "the template and instruction included")
+        self._check_queries(
+            queries, room, "after the template; the instruction counts with the query", counted=heads
+        )
         bodies = [
             template.body.format(instruction=instruction, query=q, document=d)
             for q, d in zip(queries, documents, strict=True)
@@ -225,17 +250,17 @@ class LocalReranker:
         return inputs
 
     def _forward(self, batch: list[list[int]], segments: list[list[int]] | None) -> np.ndarray:
-        loaded = self.loaded
+        loaded, head = self.loaded, self.head
         inputs = self._inputs(batch, segments)
         with self._inference_lock, torch.inference_mode():
             if loaded.kind == "llm":
-                assert loaded.judge is not None
+                assert head.judge is not None
                 hidden = loaded.module.get_decoder()(**inputs).last_hidden_state[:, -1, :]
-                margin = hidden.float() @ loaded.judge.to(hidden.device) + loaded.judge_bias
+                margin = hidden.float() @ head.judge.to(hidden.device) + head.judge_bias
                 scores = torch.sigmoid(margin)
             else:
-                logits = loaded.module(**inputs).logits.float()[:, loaded.label_index]
-                scores = torch.sigmoid(logits) if loaded.activation == "sigmoid" else logits
+                logits = loaded.module(**inputs).logits.float()[:, head.label_index]
+                scores = torch.sigmoid(logits) if head.activation == "sigmoid" else logits
         return scores.cpu().numpy().astype(np.float32, copy=False)
 
     def __repr__(self) -> str:

@@ -9,7 +9,6 @@ is per backend.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from ...config import EncoderConfig
 from ..base import BackendFacts, EncoderOutOfMemoryError, chosen_max_length, warn_truncated
 from . import registry
 from .batching import plan_batches
-from .loading import LoadedModel
+from .loading import LoadedModel, weights_stamp
 from .pooling import pool
 
 logger = logging.getLogger("qzhou_plugins")
@@ -88,12 +87,10 @@ class LocalBackend:
 
     def _fingerprint(self) -> dict[str, str]:
         """What decides the vectors; the weights by their files' names, sizes and times."""
-        files = sorted(p for p in self.loaded.path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
-        stamp = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
         return {
             "backend": "local",
             "model": self.config.model,
-            "weights": hashlib.sha256(f"{self.loaded.path}|{stamp}".encode()).hexdigest()[:16],
+            "weights": weights_stamp(self.loaded.path),
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
             "bidirectional": str(self.loaded.bidirectional),
             "pooling": self.config.pooling or self.loaded.default_pooling,
