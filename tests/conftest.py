@@ -47,12 +47,16 @@ WORKER_GROUPS = {
     "test_server_clients.py": "ours",
     "test_remote.py": "ours",
     "test_remote_cli.py": "ours",
+    "test_server_rerank.py": "rerank",
+    "test_remote_rerank.py": "rerank",
+    "test_remote_infinity.py": "rerank",
     "test_gguf_export.py": "gguf",
     "test_llama_cpp.py": "gguf",
     "test_llama_server.py": "gguf",
 }
 """Modules that must share a pytest-xdist worker: the Ray tests share one Ray cluster per session,
-the users of our own servers (``minilm_server``, ``qzhou_server``) share them, and the GGUF tests
+the users of our own servers (``minilm_server``, ``qzhou_server``; ``rerank_servers``, and the
+Infinity server, ``infinity_url``) share them, and the GGUF tests
 share their exported files (``gguf_file``)."""
 
 
@@ -203,6 +207,70 @@ def qzhou_server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str)
     log = tmp_path_factory.mktemp("qzhou-server") / "server.log"
     with our_server(tiny_qzhou_path, log, key=SERVER_KEY, entry=CLI_SERVE) as up:
         yield up
+
+
+@pytest.fixture(scope="session")
+def rerank_servers(
+    tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder_path: str, tiny_llm_reranker_path: str
+) -> Iterator[dict[str, ServerProcess]]:
+    """Two servers of our own with a reranker beside all-MiniLM-L6-v2 (``--rerank-model``), started at
+    once (their start-ups overlap) for the whole session:
+
+    - ``cross-encoder``: the tiny cross-encoder served as ``servers.RERANK_NAME``, behind
+      ``servers.SERVER_KEY``, taking at most 64 documents and 5,000 tokens per request (so that the
+      limits are cheap to reach), by ``python -m qzhou_plugins.server``;
+    - ``llm``: the tiny Qwen3-shaped LLM reranker under its path, no key, by ``qzhou-plugins serve``.
+    """
+    from servers import CLI_SERVE, RERANK_NAME, SERVER_KEY, launch, stop, wait_ready
+
+    folder = tmp_path_factory.mktemp("rerank-servers")
+    options = ("--rerank-model", tiny_cross_encoder_path, "--rerank-served-name", RERANK_NAME)
+    options += ("--max-inputs", "64", "--max-request-tokens", "5000")
+    launched = {
+        "cross-encoder": launch(DEMO_MODEL, folder / "cross-encoder.log", *options, key=SERVER_KEY),
+        "llm": launch(
+            DEMO_MODEL, folder / "llm.log", "--rerank-model", tiny_llm_reranker_path, entry=CLI_SERVE
+        ),
+    }
+    try:
+        yield {kind: wait_ready(server) for kind, server in launched.items()}
+    finally:
+        for server in launched.values():
+            stop(server)
+
+
+@pytest.fixture(scope="session")
+def rerank_server(rerank_servers: dict[str, ServerProcess]) -> ServerProcess:
+    """The cross-encoder one of :func:`rerank_servers`."""
+    return rerank_servers["cross-encoder"]
+
+
+@pytest.fixture(scope="session")
+def llm_rerank_server(rerank_servers: dict[str, ServerProcess]) -> ServerProcess:
+    """The LLM reranker one of :func:`rerank_servers`."""
+    return rerank_servers["llm"]
+
+
+@pytest.fixture(scope="session")
+def infinity_url(
+    minilm_path: str, tiny_cross_encoder_path: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Infinity server (from its own venv, see tests/servers.py) serving all-MiniLM-L6-v2 as
+    ``DEMO_MODEL`` and the tiny cross-encoder as ``servers.RERANK_NAME`` on CPU, its routes under
+    ``/v1``: one process for the session (it takes about 25 s to start)."""
+    from servers import RERANK_NAME, free_port, infinity_command, running
+
+    port = free_port()
+    command = [
+        str(infinity_command()), "v2", "--model-id", minilm_path, "--served-model-name", DEMO_MODEL,
+        "--model-id", tiny_cross_encoder_path, "--served-model-name", RERANK_NAME,
+        "--host", "127.0.0.1", "--port", str(port), "--url-prefix", "/v1", "--no-model-warmup",
+        "--device", "cpu", "--engine", "torch", "--log-level", "warning",
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("infinity") / "infinity.log"
+    base = f"http://127.0.0.1:{port}/v1"
+    with running(command, base + "/models", log, env={"INFINITY_ANONYMOUS_USAGE_STATS": "0"}):
+        yield base
 
 
 CHROMA_STARTUP_SECONDS = 120

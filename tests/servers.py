@@ -26,6 +26,8 @@ HOST = "127.0.0.1"
 SERVER_KEY = "test-key-123"
 """The API key of the session's own servers (conftest's ``minilm_server`` and ``qzhou_server``)."""
 STARTUP_SECONDS = 180
+RERANK_NAME = "tiny-cross-encoder"
+"""The served name of the tiny cross-encoder beside MiniLM (conftest's ``rerank_server``)."""
 
 INFINITY_VENV = Path(os.environ.get("QZHOU_INFINITY_VENV", REPO / ".venv-infinity"))
 INFINITY_REQUIREMENTS = ["infinity-emb[server,torch]==0.0.78"]

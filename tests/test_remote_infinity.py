@@ -2,20 +2,19 @@
 
 Infinity knows nothing of our instructions: the client puts them in front of the texts, so the
 vectors through the server equal the ones computed here. It runs from a venv of its own (built once,
-see tests/servers.py) because it pins transformers<5 and numpy<2.
+see tests/servers.py) because it pins transformers<5 and numpy<2; the process (conftest's
+``infinity_url``) also serves the tiny cross-encoder of tests/test_remote_rerank.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qzhou_plugins import DEMO_MODEL, Encoder, Task
-from servers import free_port, infinity_command, running
 
 TEXTS = [
     "Green tea is steamed or pan-fired soon after picking.",
@@ -24,20 +23,6 @@ TEXTS = [
     "Water just off the boil scorches delicate leaves.",
     "绿茶的冲泡水温一般在八十度左右。",
 ]
-
-
-@pytest.fixture(scope="module")
-def infinity_url(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    command = [
-        str(infinity_command()), "v2", "--model-id", minilm_path, "--served-model-name", DEMO_MODEL,
-        "--host", "127.0.0.1", "--port", str(port), "--url-prefix", "/v1", "--no-model-warmup",
-        "--device", "cpu", "--engine", "torch", "--log-level", "warning",
-    ]  # fmt: skip
-    log = tmp_path_factory.mktemp("infinity") / "infinity.log"
-    base = f"http://127.0.0.1:{port}/v1"
-    with running(command, base + "/models", log, env={"INFINITY_ANONYMOUS_USAGE_STATS": "0"}):
-        yield base
 
 
 @pytest.fixture(scope="module")

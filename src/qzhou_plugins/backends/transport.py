@@ -59,13 +59,15 @@ class Answer:
 
 
 class Transport:
-    """Requests to one served model's API, sync or async, with ``config``'s limits and retries."""
+    """Requests to one served model's API, sync or async, with ``config``'s limits and retries;
+    ``what`` names the server in errors (an embedding server, a rerank server)."""
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, *, what: str = "embedding server") -> None:
         if config.base_url is None:
             raise ValueError("Transport needs EncoderConfig.base_url")
         self.base_url = config.base_url
         self.config = config
+        self.what = what
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._client = httpx.Client(
             headers=self._headers,
@@ -183,7 +185,7 @@ class Transport:
         if error is not None:
             if last:
                 raise RemoteBackendError(
-                    f"the embedding server at {self.base_url} cannot be reached after {attempt + 1} tries "
+                    f"the {self.what} at {self.base_url} cannot be reached after {attempt + 1} tries "
                     f"({type(error).__name__}: {error})"
                 ) from None
             return self._backoff(attempt, None)
@@ -201,7 +203,7 @@ class Transport:
 
     def _timed_out(self, error: Exception) -> RemoteBackendError:
         return RemoteBackendError(
-            f"the embedding server at {self.base_url} did not answer within timeout={self.config.timeout} s "
+            f"the {self.what} at {self.base_url} did not answer within timeout={self.config.timeout} s "
             f"({type(error).__name__}); not tried again, as it may still be working: raise timeout for "
             "long requests, or send fewer texts per call"
         )

@@ -18,8 +18,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         "serve",
         parents=[common],
         help="serve a model over HTTP (OpenAI-compatible /v1/embeddings, /v1/rerank)",
-        description="Serve one embedding model over HTTP with cross-request batching "
-        "(docs/serving.md). Needs the serve extra; --ray runs N replicas on Ray Serve (the ray extra).",
+        description="Serve one embedding model over HTTP with cross-request batching, and with "
+        "--rerank-model a cross-encoder or LLM reranker beside it on /v1/rerank (docs/serving.md). Needs "
+        "the serve extra; --ray runs N replicas on Ray Serve (the ray extra).",
     )
     add_server_arguments(serve)
     serve.set_defaults(handler=command_serve)

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible embeddings and rerank server for one model, with cross-request batching.
+"""An OpenAI-compatible embeddings and rerank server for one model (and, with ``--rerank-model``, a
+cross-encoder or LLM reranker beside it), with cross-request batching.
 
 ``qzhou-plugins serve`` (or ``python -m qzhou_plugins.server``) loads the model once; every process
 of a RAG stack then uses it over HTTP, with QZhou's instructions applied by the server on the side

@@ -1,8 +1,9 @@
 """The HTTP app: OpenAI-compatible embeddings, Cohere/Jina-style rerank, models, health, metrics.
 
-Routes only parse, check the key and answer; the work is :class:`~.service.EmbeddingService`'s.
-``create_app`` builds an ASGI app around one model (loaded in the background when the app starts,
-so that ``/health`` answers 503 meanwhile); ``run_server`` runs it on uvicorn, whose SIGTERM/Ctrl-C
+Routes only parse, check the key and answer; the work is :class:`~.service.EmbeddingService`'s
+(and :class:`~.reranking.RerankService`'s for /v1/rerank). ``create_app`` builds an ASGI app around
+one embedding model and optionally a reranker (loaded in the background when the app starts, so that
+``/health`` answers 503 meanwhile); ``run_server`` runs it on uvicorn, whose SIGTERM/Ctrl-C
 handling lets requests in flight finish before the process exits.
 """
 
@@ -28,6 +29,7 @@ from ..encoder import Encoder  # noqa: E402
 from .errors import RETRY_AFTER_SECONDS, ApiError, install_error_handlers  # noqa: E402
 from .limits import BodyLimitMiddleware  # noqa: E402
 from .metrics import MetricsMiddleware, ServerMetrics  # noqa: E402
+from .reranking import RerankService  # noqa: E402
 from .schemas import EmbeddingRequest, EmbeddingResponse, ModelList, RerankRequest, RerankResponse  # noqa: E402
 from .service import EmbeddingService  # noqa: E402
 from .settings import ServerSettings  # noqa: E402
@@ -101,20 +103,24 @@ def create_app(
     encoder: Encoder | None = None,
     on_load_failure: Callable[[str], None] | None = None,
 ) -> FastAPI:
-    """An app serving ``settings.model`` (or ``encoder``, already loaded) with its own metrics.
+    """An app serving ``settings.model`` (or ``encoder``, already loaded), and ``settings.rerank_model``
+    if given, with its own metrics.
 
-    ``on_load_failure`` is called with the reason if the model cannot be loaded; :func:`run_server`
+    ``on_load_failure`` is called with the reason if a model cannot be loaded; :func:`run_server`
     uses it to stop the process with an error instead of answering 503 forever.
     """
     metrics = ServerMetrics()
     service = EmbeddingService(settings, metrics, encoder)
+    reranking = RerankService(service)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start(on_load_failure)
+        reranking.start(on_load_failure)
         try:
             yield
         finally:
+            await reranking.stop()
             await service.stop()
 
     app = FastAPI(
@@ -124,40 +130,52 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.reranking = reranking
     app.state.metrics = metrics
     install_error_handlers(app, metrics)
     # Inside the metrics (the last added is the outermost), so that refused bodies are counted too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)  # type: ignore[arg-type]
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
-    add_routes(app, service, metrics, bearer_key_check(settings.api_key))
+    add_routes(app, service, reranking, metrics, bearer_key_check(settings.api_key))
     return app
 
 
 def add_routes(
     app: FastAPI,
     service: EmbeddingService,
+    reranking: RerankService,
     metrics: ServerMetrics,
     check_key: Callable[[Request], Awaitable[None]],
 ) -> None:
     """The routes; /health and /metrics stay open (load balancers, scrapers), /v1 needs the key."""
     keyed = [Depends(check_key)]
+    settings = service.settings
 
-    @app.get("/health", summary="200 once the model is loaded, 503 before (or if it failed)")
+    @app.get("/health", summary="200 once the models are loaded, 503 before (or if one failed)")
     async def health() -> JSONResponse:
-        if service.encoder is None:
-            status = "failed" if service.load_error else "loading"
-            body = {"status": status, "model": service.settings.model, "error": service.load_error}
+        if service.encoder is None or reranking.loading or reranking.load_error:
+            error = service.load_error or reranking.load_error
+            body = {"status": "failed" if error else "loading", "model": settings.model, "error": error}
+            if settings.rerank_model is not None:
+                body["rerank_model"] = settings.rerank_model
             return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-        return JSONResponse({"status": "ok", "model": service.settings.name})
+        body = {"status": "ok", "model": settings.name}
+        if settings.rerank_name is not None:
+            body["rerank_model"] = settings.rerank_name
+        return JSONResponse(body)
 
     @app.get("/metrics", summary="Prometheus metrics of this app")
     async def prometheus() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/v1/models", dependencies=keyed, response_model=ModelList)
+    @app.get("/v1/models", dependencies=keyed, response_model=ModelList, response_model_exclude_none=True)
     async def models() -> dict[str, Any]:
-        return service.models()
+        listed = service.models()
+        card = reranking.card(service.created)
+        if card is not None:
+            listed["data"].append(card)
+        return listed
 
     @app.post("/v1/embeddings", dependencies=keyed, response_model=EmbeddingResponse)
     async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
@@ -165,7 +183,7 @@ def add_routes(
         return answer if isinstance(answer, Response) else Response(answer, media_type="application/json")
 
     async def rerank(body: RerankRequest, request: Request) -> Any:
-        return await unless_client_leaves(request, service.rerank(body))
+        return await unless_client_leaves(request, reranking.rerank(body))
 
     for path in ("/v1/rerank", "/rerank"):
         app.post(path, dependencies=keyed, response_model=RerankResponse, response_model_exclude_none=True)(

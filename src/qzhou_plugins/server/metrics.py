@@ -3,7 +3,8 @@
 Each app has its own :class:`~prometheus_client.CollectorRegistry` (not the process-global one), so
 that several apps in one process (tests, a Ray replica next to another) never collide on metric
 names. The batch histograms are what shows that coalescing works: ``qzhou_batch_requests`` above 1
-means concurrent requests shared a forward pass.
+means concurrent requests shared a forward pass (``qzhou_rerank_batch_requests`` for the pairs of a
+served cross-encoder or LLM reranker, which have a queue of their own).
 """
 
 from __future__ import annotations
@@ -58,35 +59,11 @@ class ServerMetrics:
         self.latency = Histogram(
             "qzhou_request_seconds", "Request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=registry
         )
-        self.batch_requests = Histogram(
-            "qzhou_batch_requests",
-            "Requests coalesced into one encode call",
-            buckets=_COUNT_BUCKETS,
-            registry=registry,
-        )
-        self.batch_texts = Histogram(
-            "qzhou_batch_texts", "Texts in one encode call", buckets=_COUNT_BUCKETS, registry=registry
-        )
-        self.batch_tokens = Histogram(
-            "qzhou_batch_tokens",
-            "Tokens (instructions included) in one encode call",
-            buckets=_TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self.queue_texts = Gauge("qzhou_queue_texts", "Texts waiting for the encoder", registry=registry)
-        self.queue_requests = Gauge(
-            "qzhou_queue_requests", "Requests waiting for the encoder", registry=registry
+        self.encoder = QueueMetrics(registry, "qzhou_", "texts", "encode call", "encoder", "instructions")
+        self.rerank = QueueMetrics(
+            registry, "qzhou_rerank_", "pairs", "score_pairs call", "reranker", "templates"
         )
         self.model_loaded = Gauge("qzhou_model_loaded", "1 once the model is loaded", registry=registry)
-
-    def observe_batch(self, requests: int, texts: int, tokens: int) -> None:
-        self.batch_requests.observe(requests)
-        self.batch_texts.observe(texts)
-        self.batch_tokens.observe(tokens)
-
-    def set_queue_depth(self, texts: int, requests: int) -> None:
-        self.queue_texts.set(texts)
-        self.queue_requests.set(requests)
 
     def error(self, path: str, code: str) -> None:
         self.errors.labels(route_label(path), code).inc()
@@ -94,6 +71,48 @@ class ServerMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class QueueMetrics:
+    """One batching queue's batches and depth: ``{prefix}batch_requests``, ``{prefix}batch_{items}``,
+    ``{prefix}batch_tokens``, ``{prefix}queue_{items}`` and ``{prefix}queue_requests``."""
+
+    def __init__(
+        self, registry: CollectorRegistry, prefix: str, items: str, call: str, model: str, included: str
+    ) -> None:
+        self.batch_requests = Histogram(
+            f"{prefix}batch_requests",
+            f"Requests coalesced into one {call}",
+            buckets=_COUNT_BUCKETS,
+            registry=registry,
+        )
+        self.batch_items = Histogram(
+            f"{prefix}batch_{items}",
+            f"{items.capitalize()} in one {call}",
+            buckets=_COUNT_BUCKETS,
+            registry=registry,
+        )
+        self.batch_tokens = Histogram(
+            f"{prefix}batch_tokens",
+            f"Tokens ({included} included) in one {call}",
+            buckets=_TOKEN_BUCKETS,
+            registry=registry,
+        )
+        self.queue_items = Gauge(
+            f"{prefix}queue_{items}", f"{items.capitalize()} waiting for the {model}", registry=registry
+        )
+        self.queue_requests = Gauge(
+            f"{prefix}queue_requests", f"Requests waiting for the {model}", registry=registry
+        )
+
+    def observe_batch(self, requests: int, items: int, tokens: int) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_items.observe(items)
+        self.batch_tokens.observe(tokens)
+
+    def set_queue_depth(self, items: int, requests: int) -> None:
+        self.queue_items.set(items)
+        self.queue_requests.set(requests)
 
 
 class MetricsMiddleware:

@@ -42,6 +42,19 @@ def _add_model_arguments(group: argparse._ArgumentGroup) -> None:
         metavar="NAME",
         help="name clients send as `model` (default: --model as given); NAME-query embeds queries",
     )
+    add(
+        "--rerank-model",
+        default=None,
+        metavar="M",
+        help="reranker model (a cross-encoder or LLM reranker, kind read from the checkpoint) served on "
+        "/v1/rerank beside the embedder (default: none; the embedder reranks)",
+    )
+    add(
+        "--rerank-served-name",
+        default=None,
+        metavar="NAME",
+        help="name clients send as `model` for the reranker (default: --rerank-model as given)",
+    )
     add("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add(
         "--dtype",
@@ -130,6 +143,8 @@ def settings_from_arguments(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(
         model=args.model,
         served_name=args.served_name,
+        rerank_model=args.rerank_model,
+        rerank_served_name=args.rerank_served_name,
         host=args.host,
         port=args.port,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENVIRONMENT) or None,
@@ -156,8 +171,11 @@ def serve_from_arguments(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_arguments(args)
         settings.encoder_config()  # the device and the rest are checked before anything loads
+        settings.reranker_config()
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in error.errors()
+        )
         print(f"error: {problems}", file=sys.stderr)
         return 2
     if args.replicas is not None and args.ray is None:
@@ -179,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m qzhou_plugins.server``: the same options as ``qzhou-plugins serve``."""
     parser = argparse.ArgumentParser(
         prog="python -m qzhou_plugins.server",
-        description="Serve one embedding model over HTTP: OpenAI-compatible /v1/embeddings, /v1/rerank, "
-        "/v1/models, /health and /metrics, with cross-request batching (docs/serving.md).",
+        description="Serve one embedding model (and optionally a reranker) over HTTP: OpenAI-compatible "
+        "/v1/embeddings, /v1/rerank, /v1/models, /health and /metrics, with cross-request batching "
+        "(docs/serving.md).",
     )
     add_server_arguments(parser)
     return serve_from_arguments(parser.parse_args(argv))

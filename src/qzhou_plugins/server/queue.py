@@ -1,4 +1,4 @@
-"""Cross-request batching: many small concurrent requests become a few large encode calls.
+"""Cross-request batching: many small concurrent requests become a few large model calls.
 
 Without it, 64 clients each sending one query make 64 forward passes of one text, and the model
 spends its time on per-call overhead instead of arithmetic. Here one worker takes the first waiting
@@ -12,6 +12,11 @@ given and are cut back into each request's share.
 One call at a time runs, on one dedicated thread: one forward pass at a time per device, and the
 event loop never waits for the model. A failed call is retried request by request, so that one
 request's error (an instruction too long for ``max_length``, say) is never another's.
+
+The gathering is the same for every model call, so it is written once (:class:`BatchingQueue`): a
+job is parallel *columns* of items (texts and their prefixes for the encoder, queries and documents
+for a reranker) and a *key* that only jobs sharing it may share a call under (a reranker's task and
+instruction: one ``score_pairs`` call takes one). :class:`EmbeddingQueue` is its encoder front.
 """
 
 from __future__ import annotations
@@ -19,18 +24,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .metrics import ServerMetrics
-
 EncodeCall = Callable[[list[str], list[str]], np.ndarray]
 """``(texts, per-text prefixes) -> one float32 row per text``: the encoder's one entry point."""
+BatchCall = Callable[[tuple[list[Any], ...], Hashable], np.ndarray]
+"""``(columns, key) -> one row per item``: what a :class:`BatchingQueue` calls for a batch."""
+
+
+class BatchMetrics(Protocol):
+    """Where a queue reports its batches and its depth (a :class:`~.metrics.QueueMetrics`)."""
+
+    def observe_batch(self, requests: int, items: int, tokens: int) -> None: ...
+
+    def set_queue_depth(self, items: int, requests: int) -> None: ...
 
 
 class QueueFullError(RuntimeError):
@@ -43,49 +55,57 @@ class QueueClosedError(RuntimeError):
 
 @dataclass(eq=False)
 class Job:
-    """One request's texts, waiting for their rows."""
+    """One request's items (parallel columns), waiting for their rows."""
 
-    texts: list[str]
-    prefixes: list[str]
+    columns: tuple[list[Any], ...]
     tokens: int
     arrived: float
     future: asyncio.Future[np.ndarray] = field(repr=False)
+    key: Hashable = None
+
+    @property
+    def size(self) -> int:
+        return len(self.columns[0])
 
 
-class EmbeddingQueue:
-    """The batching queue in front of one encoder (see the module docstring).
+class BatchingQueue:
+    """The batching queue in front of one model call (see the module docstring).
 
-    ``coalesce=False`` makes one encode call per request, in arrival order, through the same worker:
-    the baseline that shows what coalescing is worth, with everything else equal.
+    ``coalesce=False`` makes one call per request, in arrival order, through the same worker: the
+    baseline that shows what coalescing is worth, with everything else equal. ``what`` names the
+    items in messages (texts, pairs).
     """
 
     def __init__(
         self,
-        encode: EncodeCall,
+        call: BatchCall,
         *,
         batch_tokens: int,
         max_waiting: int,
         wait_seconds: float = 0.002,
         coalesce: bool = True,
-        metrics: ServerMetrics | None = None,
+        metrics: BatchMetrics | None = None,
+        what: str = "texts",
     ) -> None:
-        self._encode = encode
+        self._call = call
+        self.what = what
         self.batch_tokens = batch_tokens
         self.max_waiting = max_waiting
         self.wait_seconds = wait_seconds
         self.coalesce = coalesce
         self._metrics = metrics
         self._jobs: deque[Job] = deque()
-        self._waiting_texts = 0
+        self._waiting = 0
         self._coming = 0
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qzhou-encode")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"qzhou-{what}")
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
-    def waiting_texts(self) -> int:
-        return self._waiting_texts
+    def waiting(self) -> int:
+        """Items waiting for the model."""
+        return self._waiting
 
     def start(self) -> None:
         """Start the worker on the running event loop."""
@@ -107,7 +127,7 @@ class EmbeddingQueue:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def run_in_worker_thread(self, call: Callable[[], object]) -> object:
-        """Run ``call`` on the encode thread, between batches (used for the warm-up)."""
+        """Run ``call`` on the model's thread, between batches (used for the warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     @contextlib.contextmanager
@@ -124,31 +144,28 @@ class EmbeddingQueue:
             self._coming -= 1
             self._arrived.set()
 
-    def enqueue(
-        self, texts: Sequence[str], prefixes: Sequence[str], tokens: int
+    def enqueue_columns(
+        self, columns: Sequence[Sequence[Any]], tokens: int, key: Hashable = None
     ) -> asyncio.Future[np.ndarray]:
-        """Queue ``texts`` (each with its prefix); the future gets their rows.
+        """Queue one request's items (parallel ``columns``); the future gets their rows.
 
-        Refused with :class:`QueueFullError` when the texts would take the waiting count over
+        Refused with :class:`QueueFullError` when the items would take the waiting count over
         ``max_waiting``; a request is always taken when nothing waits, so no request is impossible.
         """
         if self._closed:
             raise QueueClosedError("the server is shutting down")
-        if self._waiting_texts and self._waiting_texts + len(texts) > self.max_waiting:
+        size = len(columns[0])
+        if self._waiting and self._waiting + size > self.max_waiting:
             raise QueueFullError(
-                f"{self._waiting_texts} texts are waiting for the encoder and this server lets at most "
+                f"{self._waiting} {self.what} are waiting for the model and this server lets at most "
                 f"{self.max_waiting} wait (--max-queue); retry shortly"
             )
         loop = asyncio.get_running_loop()
-        job = Job(list(texts), list(prefixes), tokens, loop.time(), loop.create_future())
+        job = Job(tuple(list(column) for column in columns), tokens, loop.time(), loop.create_future(), key)
         self._jobs.append(job)
-        self._set_depth(self._waiting_texts + len(job.texts))
+        self._set_depth(self._waiting + size)
         self._arrived.set()
         return job.future
-
-    async def submit(self, texts: Sequence[str], prefixes: Sequence[str], tokens: int) -> np.ndarray:
-        """The rows of ``texts`` once the worker has encoded them (see :meth:`enqueue`)."""
-        return await self.enqueue(texts, prefixes, tokens)
 
     # -- the worker ---------------------------------------------------------------------------------
 
@@ -159,7 +176,8 @@ class EmbeddingQueue:
                 await self._encode_batch(batch)
 
     async def _gather(self) -> list[Job]:
-        """The next batch: the first waiting job, then those that follow while they fit the budget."""
+        """The next batch: the first waiting job, then those that follow while they fit the budget
+        (and share its key)."""
         while not self._jobs:
             self._arrived.clear()
             await self._arrived.wait()
@@ -173,11 +191,12 @@ class EmbeddingQueue:
                     if not self._coming or not await self._wait_for_arrival(deadline - loop.time()):
                         break
                     continue
-                if tokens + self._jobs[0].tokens > self.batch_tokens:
+                following = self._jobs[0]
+                if tokens + following.tokens > self.batch_tokens or following.key != batch[0].key:
                     break
                 batch.append(self._jobs.popleft())
                 tokens += batch[-1].tokens
-        self._set_depth(self._waiting_texts - sum(len(job.texts) for job in batch))
+        self._set_depth(self._waiting - sum(job.size for job in batch))
         # A request whose client went away while it waited is dropped here, not encoded.
         return [job for job in batch if not job.future.done()]
 
@@ -193,14 +212,15 @@ class EmbeddingQueue:
         return True
 
     async def _encode_batch(self, batch: list[Job]) -> None:
-        """One encode call for the whole batch; its rows routed back to each job in order."""
-        texts = [text for job in batch for text in job.texts]
-        prefixes = [prefix for job in batch for prefix in job.prefixes]
+        """One model call for the whole batch; its rows routed back to each job in order."""
+        columns = tuple(
+            [item for job in batch for item in job.columns[c]] for c in range(len(batch[0].columns))
+        )
         if self._metrics is not None:
-            self._metrics.observe_batch(len(batch), len(texts), sum(job.tokens for job in batch))
+            self._metrics.observe_batch(len(batch), len(columns[0]), sum(job.tokens for job in batch))
         loop = asyncio.get_running_loop()
         try:
-            vectors = await loop.run_in_executor(self._executor, self._encode, texts, prefixes)
+            vectors = await loop.run_in_executor(self._executor, self._call, columns, batch[0].key)
         except Exception as error:
             if len(batch) == 1:
                 _settle(batch[0], error=error)
@@ -210,13 +230,34 @@ class EmbeddingQueue:
             return
         start = 0
         for job in batch:
-            _settle(job, rows=vectors[start : start + len(job.texts)])
-            start += len(job.texts)
+            _settle(job, rows=vectors[start : start + job.size])
+            start += job.size
 
-    def _set_depth(self, texts: int) -> None:
-        self._waiting_texts = texts
+    def _set_depth(self, items: int) -> None:
+        self._waiting = items
         if self._metrics is not None:
-            self._metrics.set_queue_depth(texts, len(self._jobs))
+            self._metrics.set_queue_depth(items, len(self._jobs))
+
+
+class EmbeddingQueue(BatchingQueue):
+    """The batching queue in front of one encoder: texts, each with its prefix."""
+
+    def __init__(self, encode: EncodeCall, **options: Any) -> None:
+        super().__init__(lambda columns, _key: encode(*columns), **options)
+
+    @property
+    def waiting_texts(self) -> int:
+        return self.waiting
+
+    def enqueue(
+        self, texts: Sequence[str], prefixes: Sequence[str], tokens: int
+    ) -> asyncio.Future[np.ndarray]:
+        """Queue ``texts`` (each with its prefix); the future gets their rows."""
+        return self.enqueue_columns((texts, prefixes), tokens)
+
+    async def submit(self, texts: Sequence[str], prefixes: Sequence[str], tokens: int) -> np.ndarray:
+        """The rows of ``texts`` once the worker has encoded them (see :meth:`enqueue`)."""
+        return await self.enqueue(texts, prefixes, tokens)
 
 
 def _settle(job: Job, *, rows: np.ndarray | None = None, error: BaseException | None = None) -> None:

@@ -80,6 +80,7 @@ class Replica:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.service: Any = None  # the app's EmbeddingService, once built
+        self.reranking: Any = None  # and its RerankService (a --rerank-model loads after the encoder)
 
     async def __serve_build_asgi_app__(self) -> Any:
         """Called by Serve in the replica: load the model (off the event loop), then build the app."""
@@ -96,16 +97,19 @@ class Replica:
             share_cpu_threads(context.world_size)
         app = create_app(self.settings, encoder=encoder)
         app.add_middleware(ReplicaHeader, replica=context.replica_id.unique_id)
-        self.service = app.state.service
+        self.service, self.reranking = app.state.service, app.state.reranking
         return app
 
     async def check_health(self) -> None:
-        """Serve's health hook: a replica is ready once its warm-up pass ran, and is replaced if that
+        """Serve's health hook: a replica is ready once its warm-up passes ran, and is replaced if one
         failed. (Serve's first check, right after the app started, waits here for the warm-up.)"""
-        while self.service.encoder is None and not self.service.load_error:
+        while (self.service.encoder is None or self.reranking.loading) and not self._load_error():
             await asyncio.sleep(0.02)
-        if self.service.load_error:
-            raise RuntimeError(self.service.load_error)
+        if self._load_error():
+            raise RuntimeError(self._load_error())
+
+    def _load_error(self) -> str | None:
+        return self.service.load_error or self.reranking.load_error  # type: ignore[no-any-return]
 
 
 def replica_resources(settings: ServerSettings, cluster: dict[str, float], replicas: int) -> dict[str, float]:

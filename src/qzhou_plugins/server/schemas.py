@@ -66,10 +66,19 @@ class RerankRequest(BaseModel):
 
     query: Any = Field(description="The search text.")
     documents: Any = Field(description='Candidates: strings or {"text": ...} objects.')
-    model: str | None = None
+    model: str | None = Field(
+        default=None,
+        description="The served reranker's name (--rerank-model) or the embedder's (its cosine); None: the "
+        "served reranker, else the embedder.",
+    )
     top_n: StrictInt | None = Field(default=None, description="Keep the best n; None: all, best first.")
     return_documents: StrictBool = Field(default=False, description="Echo each document's text.")
     task: str | None = Field(default=None, description="Task for the instruction; None: reranking.")
+    instruction: str | None = Field(
+        default=None,
+        description="The instruction of an LLM reranker's template, or the embedder's query instruction; "
+        "None: the task's. A cross-encoder takes none.",
+    )
 
 
 class RerankDocument(BaseModel):
@@ -78,7 +87,11 @@ class RerankDocument(BaseModel):
 
 class RerankResult(BaseModel):
     index: int
-    relevance_score: float = Field(description="Cosine of query and document, -1 to 1.")
+    relevance_score: float = Field(
+        description="On the scale of the model that scored (its score_scale in /v1/models): a cosine "
+        "(-1 to 1) for the embedder, a probability (0 to 1) for a sigmoid cross-encoder or an LLM reranker, "
+        "a logit (any real number) for a cross-encoder saved without an activation."
+    )
     document: RerankDocument | None = None
 
 
@@ -89,19 +102,24 @@ class RerankResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
-    """An entry of ``/v1/models``; ``dimension`` onwards are this server's extensions."""
+    """An entry of ``/v1/models``; ``kind`` onwards are this server's extensions (a reranker's card has
+    no ``input_type``, ``dimension``, ``family`` or ``pooling``)."""
 
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qzhou-plugins"
-    input_type: InputType
-    dimension: int
+    kind: str
+    """``embedding``, ``cross-encoder`` or ``llm``: what a remote client's reranker of this name is."""
+    score_scale: str
+    """``cosine``, ``probability`` or ``logit``: what its rerank scores mean."""
     max_length: int
     position_limit: int
-    family: str
+    input_type: InputType | None = None
+    dimension: int | None = None
+    family: str | None = None
     """``qzhou``, ``decoder`` or ``bert``: a remote client picks QZhou's instructions from it."""
-    pooling: str
+    pooling: str | None = None
 
 
 class ModelList(BaseModel):

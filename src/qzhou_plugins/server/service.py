@@ -1,4 +1,5 @@
-"""What the routes do: the one model, its batching queue, and each request turned into encoder work.
+"""What the embedding routes do: the one model, its batching queue, and each request turned into encoder
+work (/v1/rerank is :mod:`.reranking`'s, which uses the limits and the queue here).
 
 The HTTP layer (:mod:`.app`) only parses and answers; here a request becomes texts, their side and
 instruction (decided by the core's :meth:`~qzhou_plugins.encoder.Encoder.prefixes`, as for every
@@ -17,20 +18,18 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from ..encoder import Encoder, per_text_prefixes
-from ..instructions import TaskLike, TaskType
-from ..rerank import rank, score_candidates
-from ..validation import as_list, check_count, positions, validate_text, validate_texts
+from ..encoder import Encoder
+from ..instructions import TaskLike
+from ..validation import validate_texts
 from .errors import ApiError, unavailable
 from .limits import check_text_lengths
 from .metrics import ServerMetrics
 from .queue import EmbeddingQueue, QueueClosedError, QueueFullError
-from .schemas import EmbeddingRequest, InputType, RerankRequest
+from .schemas import EmbeddingRequest, InputType
 from .settings import ServerSettings
 
 logger = logging.getLogger("qzhou_plugins.server")
@@ -95,8 +94,6 @@ class EmbeddingService:
         self.created = int(time.time())
         self._given = encoder
         self._loading: asyncio.Task[None] | None = None
-        # score_candidates runs on these threads and waits there for the queue (never on the loop's).
-        self._rerank_threads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="qzhou-rerank")
 
     # -- life ---------------------------------------------------------------------------------------
 
@@ -113,7 +110,7 @@ class EmbeddingService:
                 max_waiting=self.settings.max_queue,
                 wait_seconds=self.settings.batch_wait_ms / 1000,
                 coalesce=self.settings.batching,
-                metrics=self.metrics,
+                metrics=self.metrics.encoder,
             )
             # The first forward pass allocates: done here, it is not the first client's latency.
             await queue.run_in_worker_thread(lambda: encoder.encode_with_prefix([WARM_UP_TEXT], ""))
@@ -138,12 +135,17 @@ class EmbeddingService:
             "on" if self.settings.batching else "off",
         )
 
+    async def loaded(self) -> bool:
+        """Whether the model loaded, once it has (or has failed to)."""
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+        return self.encoder is not None
+
     async def stop(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         if self.queue is not None:
             await self.queue.close()
-        self._rerank_threads.shutdown(wait=False, cancel_futures=True)
 
     def ready(self) -> tuple[Encoder, EmbeddingQueue]:
         """The encoder and queue, or a 503 while the model loads (or after it failed to)."""
@@ -186,20 +188,29 @@ class EmbeddingService:
         encoder, _ = self.ready()
         counted = encoder.backend.count_tokens([p + t for p, t in zip(prefixes, texts, strict=True)])
         total = 0 if counted is None else sum(min(n, encoder.max_length) for n in counted)
+        return self.check_request_tokens(total, "instructions included")
+
+    def check_request_tokens(self, total: int, included: str) -> int:
+        """``total``, or 413 when a request holds more tokens than the server takes."""
         if total > self.settings.max_request_tokens:
             raise ApiError(
                 413,
-                f"the request holds {total} tokens (instructions included) and this server takes at most "
+                f"the request holds {total} tokens ({included}) and this server takes at most "
                 f"{self.settings.max_request_tokens} per request (--max-request-tokens): split it",
                 code="too_many_tokens",
             )
         return total
 
-    def check_lengths(self, texts: Any, what: str, *, one: bool = False) -> None:
-        """413 for a text far longer than the model reads, before anything tokenises it."""
+    def check_lengths(
+        self, texts: Any, what: str, *, one: bool = False, max_length: int | None = None
+    ) -> None:
+        """413 for a text far longer than the model reads (the encoder's ``max_length`` unless given),
+        before anything tokenises it."""
         if isinstance(texts, list):
-            encoder, _ = self.ready()
-            check_text_lengths(texts, what, encoder.max_length, one=one)
+            if max_length is None:
+                encoder, _ = self.ready()
+                max_length = encoder.max_length
+            check_text_lengths(texts, what, max_length, one=one)
 
     def check_items(self, count: int, what: str) -> None:
         if count > self.settings.max_inputs:
@@ -252,54 +263,6 @@ class EmbeddingService:
         # Writing a million floats as JSON takes a while: not on the event loop.
         return render() if vectors.size < LARGE_RESPONSE else await asyncio.to_thread(render)
 
-    # -- rerank -------------------------------------------------------------------------------------
-
-    def document_texts(self, value: Any) -> list[str]:
-        """``documents`` (strings or ``{"text": ...}`` objects) as validated texts."""
-        with core_errors("documents"):
-            items = as_list(value, what="documents", kind='strings or {"text": ...} objects')
-        missing = [i for i, item in enumerate(items) if isinstance(item, dict) and "text" not in item]
-        if missing:
-            raise ApiError(
-                400,
-                f"documents at position(s) {positions(missing)} are objects without a 'text' field",
-                code="invalid_input",
-                param="documents",
-            )
-        texts = [item["text"] if isinstance(item, dict) else item for item in items]
-        self.check_lengths(texts, "documents")
-        with core_errors("documents"):
-            checked = validate_texts(texts, what="documents")
-        self.check_items(len(checked), "documents")
-        return checked
-
-    async def rerank(self, request: RerankRequest) -> dict[str, Any]:
-        _, queue = self.ready()
-        self.side(request.model, None)
-        self.check_lengths([request.query], "query", one=True)
-        with core_errors("query"):
-            query = validate_text(request.query, what="query")
-        with core_errors("top_n"):
-            check_count(request.top_n, what="top_n")
-        documents = self.document_texts(request.documents)
-        task: TaskLike = request.task if request.task is not None else TaskType.RERANKING
-        self.prefixes(task)  # an unknown task is refused before any work
-        scorer = QueuedEncoder(self, queue, asyncio.get_running_loop())
-        loop = asyncio.get_running_loop()
-        with core_errors("documents"):
-            scores = await loop.run_in_executor(
-                self._rerank_threads,
-                lambda: score_candidates(cast(Encoder, scorer), query, documents, task=task),
-            )
-        results = []
-        for candidate in rank(scores, top_n=request.top_n):
-            result: dict[str, Any] = {"index": candidate.index, "relevance_score": candidate.score}
-            if request.return_documents:
-                result["document"] = {"text": documents[candidate.index]}
-            results.append(result)
-        usage = {"prompt_tokens": scorer.tokens, "total_tokens": scorer.tokens}
-        return {"model": request.model or self.settings.name, "results": results, "usage": usage}
-
     # -- models -------------------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
@@ -310,6 +273,8 @@ class EmbeddingService:
                 "object": "model",
                 "created": self.created,
                 "owned_by": "qzhou-plugins",
+                "kind": "embedding",
+                "score_scale": "cosine",
                 "input_type": side,
                 "dimension": encoder.dimension,
                 "max_length": encoder.max_length,
@@ -320,40 +285,3 @@ class EmbeddingService:
             for name, side in ((self.settings.name, "document"), (self.settings.query_name, "query"))
         ]
         return {"object": "list", "data": cards}
-
-
-class QueuedEncoder:
-    """What :func:`~qzhou_plugins.rerank.score_candidates` uses of an Encoder, encoding through the queue.
-
-    The scoring and sorting stay the core's (one place for them); only its one encode call is
-    submitted to the batching queue from the rerank thread, so that reranks share forward passes
-    with concurrent embedding requests, and their tokens are counted for the limits and usage.
-    """
-
-    def __init__(self, service: EmbeddingService, queue: EmbeddingQueue, loop: asyncio.AbstractEventLoop):
-        encoder, _ = service.ready()
-        self._service = service
-        self._encoder = encoder
-        self._queue = queue
-        self._loop = loop
-        self.tokens = 0
-
-    @property
-    def facts(self) -> Any:
-        return self._encoder.facts
-
-    def prefixes(self, task: TaskLike = None, **sides: Any) -> tuple[str, str]:
-        return self._encoder.prefixes(task, **sides)
-
-    def encode_with_prefix(
-        self,
-        texts: Sequence[str],
-        prefix: str | Sequence[str],
-        *,
-        show_progress: bool | None = None,
-        what: str = "texts",
-    ) -> np.ndarray:
-        prefixes = per_text_prefixes(prefix, len(texts), what)
-        self.tokens = self._service.count_tokens(texts, prefixes)
-        submitted = self._queue.submit(list(texts), prefixes, self.tokens)
-        return asyncio.run_coroutine_threadsafe(submitted, self._loop).result()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import DEFAULT_MODEL, DType, EncoderConfig, StrictCount
+from ..config import DEFAULT_MODEL, DType, EncoderConfig, RerankerConfig, StrictCount
 
 QUERY_SUFFIX = "-query"
 """The served alias ``NAME-query`` embeds on the query side, for clients that cannot send
@@ -28,6 +28,14 @@ class ServerSettings(BaseModel):
     model: str = Field(default=DEFAULT_MODEL, description="Local folder or hub id of the checkpoint.")
     served_name: str | None = Field(
         default=None, description="Name clients send as `model`; None: the model as given."
+    )
+    rerank_model: str | None = Field(
+        default=None,
+        description="A reranker (cross-encoder or LLM reranker; its kind read from the checkpoint) served "
+        "on /v1/rerank beside the embedder; None: the embedder reranks.",
+    )
+    rerank_served_name: str | None = Field(
+        default=None, description="Name clients send as `model` for the reranker; None: rerank_model."
     )
     host: str = Field(default="127.0.0.1", description="Loopback by default: expose it on purpose.")
     port: int = Field(default=8000, ge=0, le=65535)
@@ -57,12 +65,23 @@ class ServerSettings(BaseModel):
     log_level: LogLevel = "info"
     access_log: bool = False
 
-    @field_validator("api_key", "served_name")
+    @field_validator("api_key", "served_name", "rerank_model", "rerank_served_name")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must not be empty or whitespace-only")
         return value
+
+    @model_validator(mode="after")
+    def _names_apart(self) -> ServerSettings:
+        if self.rerank_served_name is not None and self.rerank_model is None:
+            raise ValueError("rerank_served_name names a reranker, but no rerank_model is served")
+        if self.rerank_name is not None and self.rerank_name in (self.name, self.query_name):
+            raise ValueError(
+                f"the reranker's name {self.rerank_name!r} is also the embedder's: give the reranker "
+                "another name (--rerank-served-name), so that `model` says which one a request means"
+            )
+        return self
 
     @property
     def name(self) -> str:
@@ -74,6 +93,11 @@ class ServerSettings(BaseModel):
         """The query-side alias of :attr:`name`."""
         return self.name + QUERY_SUFFIX
 
+    @property
+    def rerank_name(self) -> str | None:
+        """The name clients send for the served reranker (None when none is served)."""
+        return self.rerank_served_name or self.rerank_model
+
     def encoder_config(self) -> EncoderConfig:
         """The one encoder this server loads; the batch budget only when given (else the core's)."""
         options: dict[str, object] = {"model": self.model, "device": self.device, "dtype": self.dtype}
@@ -82,3 +106,12 @@ class ServerSettings(BaseModel):
         if self.max_batch_tokens is not None:
             options["batch_tokens"] = self.max_batch_tokens
         return EncoderConfig(**options)  # type: ignore[arg-type]
+
+    def reranker_config(self) -> RerankerConfig | None:
+        """The reranker served beside the encoder (on the same device and dtype), or None."""
+        if self.rerank_model is None:
+            return None
+        options: dict[str, object] = {"model": self.rerank_model, "device": self.device, "dtype": self.dtype}
+        if self.max_batch_tokens is not None:
+            options["batch_tokens"] = self.max_batch_tokens
+        return RerankerConfig(**options)  # type: ignore[arg-type]
