@@ -837,5 +837,6 @@ def test_example_notebook_runs(tmp_path: Path) -> None:
         for output in cell.outputs
     )
     assert "CollectionMismatchError" in outputs
+    assert "cross-encoder probability" in outputs  # the cross-encoder section ran
     assert not any(output.get("output_type") == "error" for cell in notebook.cells
                    if cell.cell_type == "code" for output in cell.outputs)  # fmt: skip

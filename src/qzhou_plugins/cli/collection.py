@@ -97,7 +97,15 @@ def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="fetch N candidates and rerank them with the same model before keeping the best k",
+        help="fetch N candidates and rerank them (with --rerank-model, else the collection's own model) "
+        "before keeping the best k",
+    )
+    query.add_argument(
+        "--rerank-model",
+        default=None,
+        metavar="M",
+        help="rerank with model M (a cross-encoder, an LLM reranker such as Qwen3-Reranker, or an "
+        "embedding model); default: the collection's own model",
     )
     add_search_options(query, what="the chunks")
     query.set_defaults(handler=command_query)
@@ -175,11 +183,20 @@ def command_query(args: argparse.Namespace) -> int:
     candidates = args.rerank_candidates
     if candidates is not None and candidates < args.k:
         raise UsageError(f"--rerank {candidates} must be at least -k ({args.k}): it is how many to rerank")
-    options = {} if args.max_length is None else {"max_length": args.max_length}
-    collection = _open_collection(args, create=False, **options)
-    (result,) = collection.query(
-        [args.text], n_results=args.k, rerank_candidates=candidates, **search_options(args)
-    )
+    if args.rerank_model is not None and candidates is None:
+        raise UsageError("--rerank-model needs --rerank N: how many of the best chunks to rerank")
+    from ..chroma import QueryOptions
+
+    reranker: Any = args.rerank_model
+    if reranker is not None and getattr(args, "base_url", None) is not None:
+        from ..config import RerankerConfig
+
+        reranker = RerankerConfig(model=reranker, base_url=args.base_url)  # asked of the same server
+    options = QueryOptions(n_results=args.k, rerank_candidates=candidates, reranker=reranker,
+                           **search_options(args))  # fmt: skip
+    encoder_options = {} if args.max_length is None else {"max_length": args.max_length}
+    collection = _open_collection(args, create=False, **encoder_options)
+    (result,) = collection.query([args.text], options)
     if not result.hits:
         why = "is empty" if args.mode == "dense" else "has no chunk with a word of the query"
         print(f"No results: collection {args.collection!r} {why}.")
@@ -191,7 +208,31 @@ def command_query(args: argparse.Namespace) -> int:
         if len(excerpt) > EXCERPT_CHARACTERS:
             excerpt = excerpt[: EXCERPT_CHARACTERS - 1].rstrip() + "…"
         print(textwrap.indent(textwrap.fill(excerpt, width=100), "   "))
+    print(_scores_line(result.hits[0].score_scale, options, collection))
     return 0
+
+
+SCALES = {
+    "cosine": "cosine similarity (-1 to 1)",
+    "probability": "probability of relevance (0 to 1)",
+    "logit": "logit (unbounded; higher is more relevant)",
+    "bm25": "BM25 (unbounded)",
+    "rrf": "reciprocal-rank fusion of the dense and lexical ranks",
+    "weighted": "weighted fusion of the normalised dense and lexical scores (0 to 1)",
+}
+"""What each score scale is, in words, for the line under the results."""
+
+
+def _scores_line(scale: str, options: Any, collection: Any) -> str:
+    """Which scale the printed scores are on, and which model reranked them."""
+    line = f"Scores: {SCALES.get(scale, scale)}"
+    if options.rerank_candidates is None:
+        return line + "."
+    reranker = options.scorer(collection.encoder)
+    return (
+        f"{line}, reranked by {reranker.model_name} ({reranker.kind}) among the best "
+        f"{options.fetch} candidates."
+    )
 
 
 def _sides(hit: Any) -> str:

@@ -1,9 +1,10 @@
 """LangChain adapter: an ``Embeddings`` and a reranking ``BaseDocumentCompressor`` over the shared core.
 
-Both classes accept every :class:`~qzhou_plugins.EncoderConfig` field (or ``encoder=``, an existing
-encoder), and get their :class:`~qzhou_plugins.Encoder` from the process-wide registry, so an
-embedder for the vector store and a reranker for the retriever use one copy of the weights between
-them. The side of each text is fixed by the LangChain method that receives it: ``embed_query`` is the
+The embedder accepts every :class:`~qzhou_plugins.EncoderConfig` field (or ``encoder=``), the
+reranker every :class:`~qzhou_plugins.RerankerConfig` field (or ``encoder=`` / ``reranker=``); both
+get their model from the process-wide registry, so an embedder for the vector store and an
+embedding reranker of the same model use one copy of the weights between them.
+The side of each text is fixed by the LangChain method that receives it: ``embed_query`` is the
 query side of the task (instructed), ``embed_documents`` the document side (instructed only for
 symmetric tasks). Instructions reach the model exactly as resolved by the core, newlines included.
 """
@@ -26,10 +27,10 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from ..instructions import Task, TaskLike, TaskType, resolve_task
+from ..instructions import Task, TaskLike, TaskType, check_instruction, resolve_task
 from ..rerank import rerank
 from ..validation import as_list, check_count, check_score, positions, validate_text
-from ._options import EncoderOptions, InstructionOptions
+from ._options import EncoderOptions, InstructionOptions, RerankerOptions
 
 __all__ = ["QZhouEmbeddings", "QZhouReranker"]
 
@@ -120,36 +121,63 @@ class QZhouEmbeddings(InstructionOptions, EncoderOptions, Embeddings):  # type: 
         return vectors[0].tolist()
 
 
-class QZhouReranker(EncoderOptions, BaseDocumentCompressor):  # type: ignore[misc,valid-type]
-    """Reorders retrieved documents by their similarity to the query, with the embedding model.
+class QZhouReranker(RerankerOptions, BaseDocumentCompressor):  # type: ignore[misc,valid-type]
+    """Reorders retrieved documents by their relevance to the query, with any reranker of the core.
 
-    Meant as the ``base_compressor`` of a ``ContextualCompressionRetriever``. Each document's
-    ``page_content`` is scored against the query (the query side of ``task`` carries the reranking
-    instruction, documents follow the task's rule) in one forward pass of the shared model, so a
-    ``QZhouEmbeddings`` of the same model costs no second copy of the weights.
+    Meant as the ``base_compressor`` of a ``ContextualCompressionRetriever``. ``model`` names the
+    reranker and its kind is read from the checkpoint (or given as ``kind=``): an embedding model
+    (QZhou, MiniLM: the cosine of the instructed query and each document, on the very encoder a
+    ``QZhouEmbeddings`` of the same model uses, so no second copy of the weights), a cross-encoder
+    (ms-marco-MiniLM, bge-reranker: each pair read together) or an LLM reranker (Qwen3-Reranker:
+    the probability that the model answers "yes"). Every :class:`~qzhou_plugins.RerankerConfig`
+    field is an option; ``encoder=`` (an existing encoder) or ``reranker=`` (an existing
+    :class:`~qzhou_plugins.rerank.Reranker`) can be passed instead.
 
     The returned documents are copies, best first, at most ``top_n`` (``None`` keeps all) and none
-    scoring under ``score_threshold``; each carries its cosine in ``metadata["relevance_score"]``.
-    The caller's documents are never modified.
+    scoring under ``score_threshold``. Each carries its score in ``metadata["relevance_score"]`` and
+    the scale that score is on in ``metadata["relevance_score_scale"]``: ``"cosine"`` (-1 to 1),
+    ``"probability"`` (0 to 1) or ``"logit"`` (unbounded). ``score_threshold`` is on that same scale,
+    so a threshold tuned for one reranker means nothing for another kind. The caller's documents are
+    never modified.
 
-    A document whose ``page_content`` is empty or blank is not an error: it gets the lowest possible
-    score (-1.0), so it sorts last and falls under any threshold, instead of stopping the chain on
-    one empty page. An empty or non-string query is still an error.
+    ``instruction`` overrides the task's instruction: the query side of an embedding reranker, the
+    ``<Instruct>`` of an LLM reranker; a cross-encoder takes none. A document whose ``page_content``
+    is empty or blank is not an error: it gets the lowest score of the scale, so it sorts last and
+    falls under any threshold, instead of stopping the chain on one empty page. An empty or
+    non-string query is still an error.
+
+    Example:
+        ```python
+        from langchain.retrievers import ContextualCompressionRetriever
+        from qzhou_plugins.langchain import QZhouReranker
+
+        reranker = QZhouReranker(model="cross-encoder/ms-marco-MiniLM-L6-v2", top_n=5)
+        retriever = ContextualCompressionRetriever(base_compressor=reranker, base_retriever=base)
+        ```
     """
 
     top_n: int | None = Field(default=3, ge=1, description="Documents to keep; None keeps all.")
     score_threshold: float | None = Field(
-        default=None, description="Drop documents whose relevance score is below this cosine."
+        default=None,
+        description="Drop documents whose relevance score is below this (on the reranker's scale).",
     )
     task: str | Task | None = Field(
         default=TaskType.RERANKING.value,
         description="Task type, published task name, custom instruction, or Task.",
+    )
+    instruction: str | None = Field(
+        default=None, description="Instruction in place of the task's (embedding and LLM rerankers)."
     )
 
     @field_validator("task")
     @classmethod
     def _task_is_known(cls, task: TaskLike) -> TaskLike:
         return _known_task(task)
+
+    @field_validator("instruction", mode="before")
+    @classmethod
+    def _is_an_instruction(cls, value: Any) -> str | None:
+        return check_instruction(value, what="instruction")
 
     @field_validator("top_n", mode="before")
     @classmethod
@@ -167,7 +195,7 @@ class QZhouReranker(EncoderOptions, BaseDocumentCompressor):  # type: ignore[mis
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """The documents most relevant to ``query``, best first, with their ``relevance_score``."""
+        """The documents most relevant to ``query``, best first, with their score and its scale."""
         documents = as_list(documents, what="documents", kind="langchain Document objects")
         strangers = [i for i, document in enumerate(documents) if not isinstance(document, Document)]
         if strangers:
@@ -175,15 +203,17 @@ class QZhouReranker(EncoderOptions, BaseDocumentCompressor):  # type: ignore[mis
                 f"documents must be langchain Document objects: not at position(s) {positions(strangers)}"
             )
         ranked = rerank(
-            self.encoder,
+            self.reranker,
             query,
             [document.page_content for document in documents],
             top_n=self.top_n,
             threshold=self.score_threshold,
             task=self.task,
+            instruction=self.instruction,
             empty="lowest",
         )
-        return [_with_score(documents[candidate.index], candidate.score) for candidate in ranked]
+        scale = self.reranker.score_scale
+        return [_with_score(documents[candidate.index], candidate.score, scale) for candidate in ranked]
 
     async def acompress_documents(
         self,
@@ -201,8 +231,10 @@ def _known_task(task: TaskLike) -> TaskLike:
     return task
 
 
-def _with_score(document: Document, score: float) -> Document:
-    """A copy of ``document`` with its score; the metadata is copied deeply so no caller data is shared."""
+def _with_score(document: Document, score: float, scale: str) -> Document:
+    """A copy of ``document`` with its score and scale; the metadata is copied deeply so no caller
+    data is shared."""
     metadata = copy.deepcopy(document.metadata)
     metadata["relevance_score"] = float(score)
+    metadata["relevance_score_scale"] = scale
     return document.model_copy(update={"metadata": metadata})

@@ -32,12 +32,16 @@ class QZhouRetriever(BaseRetriever):
     ``mode`` is ``"hybrid"`` (the default: the dense and lexical rankings fused by ``fusion``,
     ``"rrf"`` or ``"weighted"``), ``"dense"`` or ``"lexical"``; ``k`` documents are returned; ``where``
     and ``where_document`` are Chroma filters that hold on both sides; ``rerank_candidates=N`` rescores
-    the best N with the collection's model. Every option can also be given per call:
-    ``retriever.invoke("query", k=3, where={"topic": "pets"})``.
+    the best N (of the fused list in hybrid mode) with ``reranker``: a model name (a cross-encoder, an
+    LLM reranker such as Qwen3-Reranker, an embedding model) or a
+    :class:`~qzhou_plugins.rerank.Reranker`; None (the default) is the collection's own model. Every
+    option can also be given per call: ``retriever.invoke("query", k=3, where={"topic": "pets"})``.
 
     Each document has the record's id and text, its metadata, and what the search said of it:
-    ``relevance_score`` (the score it was ranked by), ``dense_score``, ``lexical_score`` and
-    ``fused_score`` where they apply, and ``sources`` (the side(s) that found it).
+    ``relevance_score`` (the score it was ranked by) and ``relevance_score_scale`` (that score's
+    scale: ``cosine``, ``bm25``, ``rrf``, ``weighted``, or a reranker's ``probability`` or
+    ``logit``), ``dense_score``, ``lexical_score`` and ``fused_score`` where they apply, and
+    ``sources`` (the side(s) that found it).
 
     Example:
         ```python
@@ -60,7 +64,10 @@ class QZhouRetriever(BaseRetriever):
     alpha: float = Field(default=DEFAULTS["alpha"], description="Weight of the dense side (weighted fusion).")
     where: Any = Field(default=None, description="Chroma metadata filter (a mapping), or None.")
     where_document: Any = Field(default=None, description="Chroma document filter (a mapping), or None.")
-    rerank_candidates: int | None = Field(default=None, description="Rerank this many with the model.")
+    rerank_candidates: int | None = Field(default=None, description="Rerank this many with the reranker.")
+    reranker: Any = Field(
+        default=None, description="Reranker: a model name or a Reranker; None: the collection's model."
+    )
 
     @field_validator("collection")
     @classmethod
@@ -73,8 +80,9 @@ class QZhouRetriever(BaseRetriever):
         return self
 
     def _search(self, query: str, overrides: dict[str, Any]) -> list[Document]:
-        options = {key: getattr(self, key) for key in (*QUERY_FIELDS, "k")}
-        options.update(checked_options(overrides, "k"))
+        options = checked_options(
+            {**{key: getattr(self, key) for key in (*QUERY_FIELDS, "k")}, **overrides}, "k"
+        )
         hits = retrieve(self.collection, query, options.pop("k"), options)
         return [
             Document(id=hit.id, page_content=hit.document, metadata={**hit.metadata, **score_metadata(hit)})

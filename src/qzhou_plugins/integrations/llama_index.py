@@ -6,13 +6,14 @@ only for symmetric tasks). Its ``embed_batch_size`` is as large as LlamaIndex al
 ingestion batch reaches the core, which sorts by length and fills batches by tokens itself; small
 count-based batches in document order would mostly compute padding.
 
-``QZhouRerank`` reranks retrieved nodes with the embedding model already in memory (a bi-encoder
-cosine), so a query engine needs no second, cross-encoder model.
+``QZhouRerank`` reranks retrieved nodes with a reranker of the core: the embedding model already in
+memory (a bi-encoder cosine, no second model), a cross-encoder or an LLM reranker.
 
-Both accept every :class:`~qzhou_plugins.EncoderConfig` field (or ``encoder=``) as pydantic fields,
-from the one option set both adapters share; the loaded encoder is a private attribute, so
-``to_dict``/``from_dict`` serialise the settings and a restored object reattaches to the
-process-wide shared encoder instead of loading the weights again.
+The embedder accepts every :class:`~qzhou_plugins.EncoderConfig` field (or ``encoder=``), the
+reranker every :class:`~qzhou_plugins.RerankerConfig` field (or ``encoder=`` / ``reranker=``), as
+pydantic fields from the option sets both adapters share; the loaded model is a private attribute,
+so ``to_dict``/``from_dict`` serialise the settings and a restored object reattaches to the
+process-wide shared one instead of loading the weights again.
 """
 
 from __future__ import annotations
@@ -28,16 +29,16 @@ try:
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
-    from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+    from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle
 except ImportError as error:  # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError(
         "qzhou_plugins.llama_index needs llama-index-core: pip install 'qzhou-plugins[llama-index]'"
     ) from error
 
-from ..instructions import Task, TaskType, resolve_task
+from ..instructions import Task, TaskType, check_instruction, resolve_task
 from ..rerank import rerank
 from ..validation import check_count, validate_text, validate_texts
-from ._options import EncoderOptions, InstructionOptions
+from ._options import EncoderOptions, InstructionOptions, RerankerOptions
 
 __all__ = ["QZhouEmbedding", "QZhouRerank"]
 
@@ -225,20 +226,36 @@ def _some_queries(queries: Any) -> list[str]:
     return checked
 
 
-class QZhouRerank(EncoderOptions, BaseNodePostprocessor):  # type: ignore[misc,valid-type]
-    """Reranks retrieved nodes by cosine with the query, using the embedding model already loaded.
+class QZhouRerank(RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,valid-type]
+    """Reranks retrieved nodes with any reranker of the core: an embedding model, a cross-encoder, an LLM.
+
+    ``model`` names the reranker and its kind is read from the checkpoint (or given as ``kind=``):
+    an embedding model scores the cosine of the instructed query and each node, on the very encoder
+    a ``QZhouEmbedding`` of the same model uses (no second copy of the weights); a cross-encoder
+    (ms-marco-MiniLM, bge-reranker) reads each pair together; an LLM reranker (Qwen3-Reranker) gives
+    the probability that it answers "yes". Every :class:`~qzhou_plugins.RerankerConfig` field is an
+    option; ``encoder=`` (for instance ``encoder=embed_model.encoder``) or ``reranker=`` (an existing
+    :class:`~qzhou_plugins.rerank.Reranker`) can be passed instead.
 
     Each node is scored on its text as LlamaIndex embeds it (``MetadataMode.EMBED``), the nodes are
-    sorted by decreasing score, at most ``top_n`` are kept (``None`` keeps all), and each
-    ``NodeWithScore.score`` becomes the new cosine. A node with no text gets the lowest score (-1)
-    rather than failing the whole query. Construct it with ``model=`` or with ``encoder=`` (for
-    instance ``encoder=embed_model.encoder``).
+    sorted by decreasing score and at most ``top_n`` are kept (``None`` keeps all).
+    ``NodeWithScore.score`` becomes the reranker's score, where LlamaIndex reads scores (a
+    ``SimilarityPostprocessor(similarity_cutoff=...)`` after it cuts on that scale), and the node's
+    metadata says which scale it is on, ``relevance_score_scale``: ``"cosine"`` (-1 to 1),
+    ``"probability"`` (0 to 1) or ``"logit"`` (unbounded); that key is kept out of what the LLM and
+    the embedder read. The returned nodes are copies: the caller's nodes are not modified.
+
+    ``instruction`` overrides the task's instruction (embedding and LLM rerankers; a cross-encoder
+    takes none). A node with no text gets the lowest score of the scale rather than failing the query.
     """
 
     top_n: int | None = Field(default=5, ge=0, description="Nodes to keep after reranking; None: all.")
     task: str | Task | None = Field(
         default=TaskType.RERANKING.value,
         description="Task type, published task name or custom query instruction used for scoring.",
+    )
+    instruction: str | None = Field(
+        default=None, description="Instruction in place of the task's (embedding and LLM rerankers)."
     )
 
     def __init__(self, **data: Any) -> None:
@@ -249,6 +266,11 @@ class QZhouRerank(EncoderOptions, BaseNodePostprocessor):  # type: ignore[misc,v
     @classmethod
     def _top_n_is_a_count(cls, value: Any) -> int | None:
         return check_count(value, what="top_n")  # True is not 1 node
+
+    @field_validator("instruction", mode="before")
+    @classmethod
+    def _is_an_instruction(cls, value: Any) -> str | None:
+        return check_instruction(value, what="instruction")
 
     @classmethod
     def class_name(cls) -> str:
@@ -275,9 +297,37 @@ class QZhouRerank(EncoderOptions, BaseNodePostprocessor):  # type: ignore[misc,v
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             texts = [node.node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
             ranked = rerank(
-                self.encoder, query_bundle.query_str, texts, top_n=self.top_n, task=self.task, empty="lowest"
+                self.reranker,
+                query_bundle.query_str,
+                texts,
+                top_n=self.top_n,
+                task=self.task,
+                instruction=self.instruction,
+                empty="lowest",
             )
-            reranked = [NodeWithScore(node=nodes[c.index].node, score=c.score) for c in ranked]
+            scale = self.reranker.score_scale
+            reranked = [
+                NodeWithScore(node=_with_scale(nodes[c.index].node, scale), score=c.score) for c in ranked
+            ]
             event.on_end(payload={EventPayload.NODES: reranked})
         dispatcher.event(ReRankEndEvent(nodes=reranked))
         return reranked
+
+
+SCALE_KEY = "relevance_score_scale"
+"""The node metadata key that says which scale ``NodeWithScore.score`` is on after a rerank."""
+
+
+def _with_scale(node: BaseNode, scale: str) -> BaseNode:
+    """A copy of ``node`` whose metadata names the score's scale, hidden from the LLM and the embedder."""
+    return node.model_copy(
+        update={
+            "metadata": {**node.metadata, SCALE_KEY: scale},
+            "excluded_llm_metadata_keys": _plus(node.excluded_llm_metadata_keys, SCALE_KEY),
+            "excluded_embed_metadata_keys": _plus(node.excluded_embed_metadata_keys, SCALE_KEY),
+        }
+    )
+
+
+def _plus(keys: list[str], key: str) -> list[str]:
+    return keys if key in keys else [*keys, key]

@@ -38,12 +38,15 @@ class QZhouRetriever(BaseRetriever):
     ``mode`` is ``"hybrid"`` (the default: the dense and lexical rankings fused by ``fusion``, ``"rrf"``
     or ``"weighted"``), ``"dense"`` or ``"lexical"``; ``similarity_top_k`` nodes are returned; ``where``
     and ``where_document`` are Chroma filters that hold on both sides; ``rerank_candidates=N`` rescores
-    the best N with the collection's model.
+    the best N (of the fused list in hybrid mode) with ``reranker``: a model name (a cross-encoder, an
+    LLM reranker such as Qwen3-Reranker, an embedding model) or a
+    :class:`~qzhou_plugins.rerank.Reranker`; None (the default) is the collection's own model.
 
     Each node is a ``TextNode`` with the record's id, text and metadata; ``NodeWithScore.score`` is the
-    score it was ranked by, and its metadata also holds ``dense_score``, ``lexical_score``,
-    ``fused_score`` (where they apply) and ``sources`` (the side(s) that found it), kept out of what
-    the LLM and the embedder read.
+    score it was ranked by, and its metadata also holds ``relevance_score_scale`` (that score's scale:
+    ``cosine``, ``bm25``, ``rrf``, ``weighted``, or a reranker's ``probability`` or ``logit``),
+    ``dense_score``, ``lexical_score``, ``fused_score`` (where they apply) and ``sources`` (the
+    side(s) that found it), kept out of what the LLM and the embedder read.
 
     Example:
         ```python

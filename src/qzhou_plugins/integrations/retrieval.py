@@ -1,10 +1,11 @@
 """What the LangChain and LlamaIndex retrievers share: their options, checked once, and the query.
 
 Both retrievers are thin: they hold a :class:`~qzhou_plugins.chroma.QZhouCollection` and the options of
-its :meth:`~qzhou_plugins.chroma.QZhouCollection.query` (mode, fusion, filters, rerank), and turn its
-hits into their framework's documents. The options are checked here, the same way for both, when a
-retriever is made (so a typo fails at construction, not at the first question), and again per call
-for the ones a call overrides. Chroma is imported only when a retriever is given a collection.
+its :meth:`~qzhou_plugins.chroma.QZhouCollection.query` (mode, fusion, filters, rerank and reranker),
+and turn its hits into their framework's documents. The options are checked by the collection's own
+:class:`~qzhou_plugins.chroma.QueryOptions`, the same way for both, when a retriever is made (so a
+typo or an unknown reranker fails at construction, not at the first question), and again per call
+with what a call overrides. Chroma is imported only when a retriever is given a collection.
 """
 
 from __future__ import annotations
@@ -12,17 +13,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..lexical.fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_RRF_K, SearchOptions
+from ..lexical.fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_RRF_K
 from ..validation import check_count
 
 DEFAULT_RETRIEVER_MODE = "hybrid"
 """The retrievers rank by both sides unless told otherwise: what plain vector-store retrievers lack."""
 
 SEARCH_FIELDS = ("mode", "fusion", "candidates", "rrf_k", "alpha")
-QUERY_FIELDS = (*SEARCH_FIELDS, "where", "where_document", "rerank_candidates")
+QUERY_FIELDS = (*SEARCH_FIELDS, "where", "where_document", "rerank_candidates", "reranker")
 """The options of ``QZhouCollection.query`` a retriever holds (besides the number of results)."""
 
-SCORE_KEYS = ("relevance_score", "dense_score", "lexical_score", "fused_score", "sources")
+SCORE_KEYS = (
+    "relevance_score",
+    "relevance_score_scale",
+    "dense_score",
+    "lexical_score",
+    "fused_score",
+    "sources",
+)
 """Metadata keys a retrieved document carries besides its own: what each side said of it."""
 
 DEFAULTS: dict[str, Any] = {
@@ -34,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "where": None,
     "where_document": None,
     "rerank_candidates": None,
+    "reranker": None,
 }
 
 
@@ -55,33 +64,36 @@ def checked_options(options: Mapping[str, Any], count_name: str) -> dict[str, An
     if unknown:
         known = ", ".join((count_name, *QUERY_FIELDS))
         raise TypeError(f"unknown option(s) {', '.join(unknown)}; a retriever takes {known}")
-    SearchOptions(**{key: options.get(key, DEFAULTS[key]) for key in SEARCH_FIELDS})
-    for key in (count_name, "rerank_candidates"):
-        if options.get(key) is not None:
-            try:
-                check_count(options[key], what=key, allow_none=False, minimum=1)
-            except (TypeError, ValueError):
-                raise ValueError(f"{key} must be a positive integer, not {options[key]!r}") from None
-    for key in ("where", "where_document"):
-        if options.get(key) is not None and not isinstance(options[key], Mapping):
-            raise TypeError(
-                f"{key} must be a mapping (a Chroma filter) or None, not {type(options[key]).__name__}"
-            )
+    count = options.get(count_name)
+    if count is not None:
+        try:
+            check_count(count, what=count_name, allow_none=False, minimum=1)
+        except (TypeError, ValueError):
+            raise ValueError(f"{count_name} must be a positive integer, not {count!r}") from None
+    query_options(options)
     return dict(options)
+
+
+def query_options(options: Mapping[str, Any], count: int = 1) -> Any:
+    """The collection's :class:`~qzhou_plugins.chroma.QueryOptions` of ``options`` and ``count`` results."""
+    from ..chroma import QueryOptions
+
+    return QueryOptions(n_results=count, **{key: options.get(key, DEFAULTS[key]) for key in QUERY_FIELDS})
 
 
 def retrieve(collection: Any, query: str, count: int, options: Mapping[str, Any]) -> list[Any]:
     """The hits of ``query``: ``collection.query`` with ``count`` results and ``options``."""
-    query_options = {key: options[key] for key in QUERY_FIELDS if key in options}
-    return collection.query(query, n_results=count, **query_options)[0].hits
+    return collection.query(query, query_options(options, count))[0].hits
 
 
 def score_metadata(hit: Any) -> dict[str, Any]:
-    """What the sides said of ``hit``, as metadata: its final score, each side's and which side(s)."""
+    """What the sides said of ``hit``, as metadata: its final score and that score's scale, each
+    side's score and which side(s)."""
     said = {
         "relevance_score": hit.score,
         "dense_score": hit.dense_score,
         "lexical_score": hit.lexical_score,
         "fused_score": hit.fused_score,
     }
-    return {**{key: value for key, value in said.items() if value is not None}, "sources": list(hit.sources)}
+    kept = {key: value for key, value in said.items() if value is not None}
+    return {**kept, "relevance_score_scale": hit.score_scale, "sources": list(hit.sources)}

@@ -5,7 +5,8 @@ The data path of :class:`QZhouCollection`, one module per step::
     open    opening.py      name and path checked -> create, or compare the record (fingerprint.py)
     add     records.py      texts (validation), metadata (metadata.py) and ids checked, records built
             writing.py      missing ids embedded (embedding_function.py -> Encoder) and written
-    query   query.py        query side embedded -> Chroma's nearest -> optional rerank (rerank.rank)
+    query   query_options   what to search, filter and rerank with, checked once (QueryOptions)
+            query.py        query side embedded -> Chroma's nearest -> optional rerank (rerank.rank)
             hybrid.py       lexical mode, or both sides fused (lexical.fuse), filters on both
     upsert  changing.py     replace what ids hold, delete by ids or filters, delete the collection
     lexical lexical_record  where the lexical index lives, the analyzer the collection records
@@ -30,6 +31,7 @@ from .fingerprint import EMBEDDING_FUNCTION_NAME, CollectionMismatchError
 from .lexical_side import LexicalUnavailableError
 from .opening import DEFAULT_PATH, CollectionNotFoundError
 from .query import Hit, QueryResult
+from .query_options import QueryOptions
 from .records import content_id
 from .writing import AddResult
 
@@ -43,6 +45,7 @@ __all__ = [
     "LexicalUnavailableError",
     "QZhouCollection",
     "QZhouEmbeddingFunction",
+    "QueryOptions",
     "QueryResult",
     "UpsertResult",
     "content_id",

@@ -29,9 +29,8 @@ from chromadb.api.models.Collection import Collection
 from tqdm.auto import tqdm
 
 from ...encoder import Encoder, wants_progress
-from ...instructions import TaskLike, TaskType
+from ...instructions import TaskLike
 from ...lexical.base import LexicalIndex
-from ...lexical.fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_RRF_K, SearchOptions
 from ...validation import as_list
 from . import migration, precomputed
 from .changing import UpsertResult, delete_records, remove_collection, upsert_batch
@@ -40,7 +39,8 @@ from .hybrid import search
 from .lexical_record import check_choice, lexical_root
 from .lexical_side import LexicalSide
 from .opening import check_name, connect, open_or_create
-from .query import QueryResult, reranked, result_counts
+from .query import QueryResult, reranked
+from .query_options import QueryOptions
 from .records import Record, record_batches
 from .writing import AddResult, checked_batch_size, warn_conflicts, write_batch
 
@@ -299,48 +299,33 @@ class QZhouCollection:
         return self.lexical.for_search(self.client, self.collection)
 
     def query(
-        self,
-        texts: str | Sequence[str],
-        *,
-        n_results: int = 10,
-        where: Mapping[str, Any] | None = None,
-        rerank_candidates: int | None = None,
-        where_document: Mapping[str, Any] | None = None,
-        rerank_task: TaskLike = TaskType.RERANKING,
-        rerank: int | None = None,
-        mode: str = "dense",
-        fusion: str = DEFAULT_FUSION,
-        candidates: int = DEFAULT_CANDIDATES,
-        rrf_k: float = DEFAULT_RRF_K,
-        alpha: float = DEFAULT_ALPHA,
+        self, texts: str | Sequence[str], options: QueryOptions | None = None, **settings: Any
     ) -> list[QueryResult]:
         """The best documents of each query text, by meaning (dense), by words (lexical) or by both.
 
-        ``mode="dense"`` (the default) ranks by the nearest vectors (query side of the collection's
-        task). ``mode="lexical"`` ranks by BM25 over the collection's lexical index. ``mode="hybrid"``
-        takes the ``candidates`` best of each side and fuses them with ``fusion``: ``"rrf"``
-        (reciprocal-rank fusion with constant ``rrf_k``) or ``"weighted"`` (``alpha`` times the dense
-        side's min-max normalised score plus ``1 - alpha`` times the lexical side's). ``where`` and
-        ``where_document`` hold in every mode. Each hit keeps its dense, lexical and fused scores and
-        the side(s) that found it (:class:`Hit`).
-
-        ``rerank_candidates=N`` takes the ``max(N, n_results)`` best candidates (of the fused list in
-        hybrid mode), rescores them with the shared model for ``rerank_task``
-        (:mod:`qzhou_plugins.rerank`) and returns the best ``n_results`` by that score, which becomes
-        their ``score``. ``rerank`` is the deprecated former name of ``rerank_candidates``.
+        The options are those of :class:`~qzhou_plugins.chroma.QueryOptions`, given as keywords
+        (``query("tea", n_results=5, mode="hybrid", rerank_candidates=50, reranker="ms-marco")``), as
+        one ``QueryOptions``, or both (the keywords replace its values). ``mode="dense"`` (the default)
+        ranks by the nearest vectors (query side of the collection's task), ``"lexical"`` by BM25 over
+        the lexical index, ``"hybrid"`` by both sides fused; ``where`` and ``where_document`` hold in
+        every mode. ``rerank_candidates=N`` rescores the best N with ``reranker`` (default: the
+        collection's own model). Each hit keeps its dense, lexical and fused scores, the side(s) that
+        found it and the scale of its ``score`` (:class:`Hit`).
         """
         queries = as_list([texts] if isinstance(texts, str) else texts, what="query texts")
-        n_results, rerank_count = result_counts(n_results, rerank_candidates, rerank)
-        options = SearchOptions(mode, fusion, candidates, rrf_k, alpha)
+        options = QueryOptions.of(options, settings)
         if not queries:
             return []
-        fetch = n_results if rerank_count is None else max(rerank_count, n_results)
         embed = self.embedding_function.embed_queries
-        filters = (where, where_document)
-        results = search(self.collection, embed, self.lexical_index, queries, fetch, filters, options)
-        if rerank_count is None:
+        filters = (options.where, options.where_document)
+        results = search(self.collection, embed, self.lexical_index, queries, options.fetch, filters, options)
+        if options.rerank_candidates is None:
             return results
-        return [reranked(self.encoder, result, n_results, rerank_task) for result in results]
+        reranker = options.scorer(self.encoder)
+        return [
+            reranked(reranker, result, options.n_results, options.rerank_task, options.rerank_instruction)
+            for result in results
+        ]
 
     # -- migrating ----------------------------------------------------------------------------------
 

@@ -1,25 +1,25 @@
-"""Reading: Chroma's nearest neighbours as hits with a similarity, optionally reranked.
+"""Reading: Chroma's nearest neighbours as hits with a similarity, optionally reranked by any reranker.
 
 This is the dense side of every query, and all of a query in the default ``mode="dense"``; the lexical
 and hybrid modes (:mod:`.hybrid`) return the same :class:`Hit`, with what each side said of it.
 
-The scores of a rerank come from :func:`qzhou_plugins.rerank.score_candidates` and their order
-from :func:`qzhou_plugins.rerank.rank`, the one sort of the package, so a reranked query orders
-and cuts candidates exactly as every other reranker of the package does.
+The scores of a rerank come from :func:`qzhou_plugins.rerank.score_candidates` with the query's
+reranker (the collection's own model, a cross-encoder or an LLM reranker: see :class:`.QueryOptions`)
+and their order from :func:`qzhou_plugins.rerank.rank`, the one sort of the package, so a reranked
+query orders and cuts candidates exactly as every other reranker of the package does.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chromadb.api.models.Collection import Collection
 
-from ...encoder import Encoder
 from ...instructions import TaskLike
 from ...rerank import rank, score_candidates
+from ...rerank.reranker import Reranker
 from ...validation import check_count
 
 MAX_RESULTS = 2**32 - 1
@@ -36,6 +36,11 @@ class Hit:
     step did not find or score the hit, and ``sources``, the side(s) that found it (``("dense",)``,
     ``("lexical",)`` or ``("dense", "lexical")``). ``distance`` is Chroma's (None for a hit that only
     the lexical side found).
+
+    ``score_scale`` says what ``score`` is, so that a threshold is set on the right scale:
+    ``"cosine"`` (dense), ``"bm25"`` (lexical), ``"rrf"`` or ``"weighted"`` (the hybrid fusion), or
+    the reranker's scale when reranked: ``"cosine"`` (an embedding model), ``"probability"`` (a
+    cross-encoder with a sigmoid, an LLM reranker) or ``"logit"`` (a cross-encoder saved without one).
     """
 
     id: str
@@ -47,33 +52,13 @@ class Hit:
     lexical_score: float | None = None
     fused_score: float | None = None
     sources: tuple[str, ...] = ("dense",)
+    score_scale: str = "cosine"
 
 
 @dataclass(frozen=True)
 class QueryResult:
     query: str
     hits: list[Hit] = field(default_factory=list)
-
-
-def result_counts(n_results: Any, rerank_candidates: Any, rerank: Any) -> tuple[int, int | None]:
-    """``n_results`` and the number of candidates to rerank (None: no rerank), both checked.
-
-    ``rerank`` is the former name of ``rerank_candidates``: it still works, with a warning.
-    """
-    label = "rerank_candidates"
-    if rerank is not None:
-        if rerank_candidates is not None:
-            raise TypeError("give rerank_candidates only (rerank is its former name), not both")
-        warnings.warn(
-            "QZhouCollection.query(rerank=N) is deprecated: it is a count of candidates, now called "
-            "rerank_candidates=N",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        rerank_candidates, label = rerank, "rerank"
-    return positive_count(n_results, "n_results"), (
-        None if rerank_candidates is None else positive_count(rerank_candidates, label)
-    )
 
 
 def positive_count(value: Any, what: str) -> int:
@@ -136,14 +121,21 @@ def nearest(
     return results
 
 
-def reranked(encoder: Encoder, result: QueryResult, n_results: int, task: TaskLike) -> QueryResult:
-    """The best ``n_results`` hits by the model's score for ``task``, which becomes their ``score``."""
+def reranked(
+    reranker: Reranker, result: QueryResult, n_results: int, task: TaskLike, instruction: str | None
+) -> QueryResult:
+    """The best ``n_results`` hits by ``reranker``'s score, which becomes their ``score`` (and its scale
+    their ``score_scale``); what the search said of each hit (dense, lexical, fused) is kept."""
     if not result.hits:
         return result
     documents: Sequence[str] = [hit.document for hit in result.hits]
-    scores = score_candidates(encoder, result.query, documents, task=task, empty="lowest")
+    scores = score_candidates(
+        reranker, result.query, documents, task=task, instruction=instruction, empty="lowest"
+    )
+    scale = reranker.score_scale
     hits = [
-        replace(result.hits[ranked.index], score=ranked.score) for ranked in rank(scores, top_n=n_results)
+        replace(result.hits[ranked.index], score=ranked.score, score_scale=scale)
+        for ranked in rank(scores, top_n=n_results)
     ]
     return QueryResult(query=result.query, hits=hits)
 
