@@ -12,6 +12,7 @@ from typing import Any
 
 from ..arguments import add_base_url, positive_int
 from ..config import DEFAULT_MODEL, EncoderConfig
+from ..evaluation.second_stage import DEFAULT_RERANK_DEPTH
 from .errors import UsageError, one_line
 from .hybrid import add_lexical_options, add_search_options, search_options
 from .options import CommandParser, remote_options
@@ -67,6 +68,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
             )
             add_search_options(sub, what="the documents")
             add_lexical_options(sub, new="the lexical side (--mode lexical and hybrid)")
+            _rerank_options(sub)
         sub.set_defaults(handler=command_eval)
 
 
@@ -99,6 +101,32 @@ def _encoder_options(parser: argparse.ArgumentParser) -> None:
     add_base_url(parser)
 
 
+def _rerank_options(parser: argparse.ArgumentParser) -> None:
+    """The second stage of ``eval retrieval``: a reranker over the first stage's best (BEIR's protocol)."""
+    parser.add_argument(
+        "--rerank-model",
+        default=None,
+        metavar="M",
+        help="rerank with model M (a cross-encoder, an LLM reranker such as Qwen3-Reranker, or an "
+        "embedding model); default: no reranking, the first stage alone",
+    )
+    parser.add_argument(
+        "--rerank-depth",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"the first stage's best N documents of each query are reranked (default with --rerank-model: "
+        f"{DEFAULT_RERANK_DEPTH}, as BEIR); nDCG@10 and recall@100 are reported before and after",
+    )
+    parser.add_argument(
+        "--rerank-max-length",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="tokens per (query, document) pair of the reranker (default: the reranker's own)",
+    )
+
+
 def command_eval(args: argparse.Namespace) -> int:
     from .. import evaluation
     from ..encoder import Encoder
@@ -116,8 +144,9 @@ def command_eval(args: argparse.Namespace) -> int:
     result: evaluation.EvaluationResult
     if args.kind == "retrieval":
         lexical = {"analyzer": args.analyzer, "lexical_engine": args.lexical_engine}
+        rerank = _rerank_arguments(args, options)  # loaded before the first stage runs: a bad name fails fast
         result = evaluation.evaluate_retrieval(
-            encoder, data, **task_option, **search_options(args), **lexical, show_progress=True
+            encoder, data, **task_option, **search_options(args), **lexical, **rerank, show_progress=True
         )
         size = f"{result.queries} queries, {result.documents} documents"
     elif args.kind == "sts":
@@ -158,7 +187,33 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{args.source}: no such folder (expected a BEIR folder with corpus.jsonl)")
     if args.kind != "retrieval" and not source.is_file():
         raise UsageError(f"{args.source}: no such file")
+    if args.kind == "retrieval" and args.rerank_model is None:
+        alone = [flag for flag in ("rerank_depth", "rerank_max_length") if getattr(args, flag) is not None]
+        if alone:
+            flag = "--" + alone[0].replace("_", "-")
+            raise UsageError(
+                f"{flag} sets the reranker, but no --rerank-model names one: give --rerank-model M"
+            )
     return options
+
+
+def _rerank_arguments(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """``reranker`` and ``rerank_depth`` for :func:`evaluate_retrieval` (none without --rerank-model).
+
+    The reranker runs where the encoder runs: the same --device, --dtype, --batch-tokens and
+    --base-url (a served reranker is asked of the same server); --max-length is the embedder's per
+    text, so a pair has its own, --rerank-max-length.
+    """
+    if args.rerank_model is None:
+        return {}
+    from ..config import RerankerConfig
+    from ..rerank.reranker import Reranker
+
+    shared = {name: options[name] for name in ("device", "dtype", "base_url") if name in options}
+    if args.rerank_max_length is not None:
+        shared["max_length"] = args.rerank_max_length
+    config = RerankerConfig(model=args.rerank_model, batch_tokens=args.batch_tokens, **shared)
+    return {"reranker": Reranker.shared(config), "rerank_depth": args.rerank_depth}
 
 
 def _read_data(args: argparse.Namespace) -> Any:
@@ -184,7 +239,14 @@ def _print_result(result: Any, size: str) -> None:
         print(f"mode {mode}: {result.lexical}{fused}")
     print()
     width = max(len(name) for name in result.metric_names)
-    print(f"{'metric':<{width}}  score")
+    rerank = getattr(result, "rerank", None)
+    if rerank is not None:
+        instructed = "" if rerank.task == "none" else f", task {rerank.task}"
+        what = f"{rerank.model} ({rerank.kind}, {rerank.score_scale} scores{instructed})"
+        print(f"reranked by {what}: the best {rerank.depth} of each query, {rerank.pairs} pairs in "
+              f"{rerank.seconds:.1f} s\n")  # fmt: skip
+    print(f"{'metric':<{width}}  " + ("score" if rerank is None else "first stage  reranked"))
     for name, value in result.metrics().items():
         marker = "  (main score)" if name == result.main_metric else ""
-        print(f"{name:<{width}}  {value:.5f}{marker}")
+        scores = f"{value:.5f}" if rerank is None else f"{value:<11.5f}  {rerank.metrics[name]:.5f}"
+        print(f"{name:<{width}}  {scores}{marker}")

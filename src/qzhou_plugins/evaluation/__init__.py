@@ -9,7 +9,8 @@ rather than our own arithmetic, Spearman from scipy, and the published side rule
 with leaderboard files directly.
 
 The package follows the data: ``datasets`` reads and checks the files, ``runs`` embeds them and
-searches, ``metrics`` scores the runs, ``results`` is what comes back. It is part of the core: it
+searches, ``second_stage`` reranks a retrieval run's best (the BEIR protocol for rerankers),
+``metrics`` scores the runs, ``results`` is what comes back. It is part of the core: it
 needs numpy, scipy and ``pytrec_eval`` (the ``cli`` extra), and no framework.
 """
 
@@ -29,15 +30,18 @@ from .datasets import (
     read_sts_pairs,
 )
 from .metrics import RETRIEVAL_DEPTH, exact_search, rerank_metrics, retrieval_metrics
-from .results import EvaluationResult, RerankResult, RetrievalResult, STSResult
+from .results import EvaluationResult, RerankResult, RerankStage, RetrievalResult, STSResult
 from .runs import evaluate_reranking, evaluate_retrieval, evaluate_sts
+from .second_stage import DEFAULT_RERANK_DEPTH
 
 __all__ = [
+    "DEFAULT_RERANK_DEPTH",
     "RETRIEVAL_DEPTH",
     "EvaluationDataError",
     "EvaluationResult",
     "RerankResult",
     "RerankSample",
+    "RerankStage",
     "RetrievalDataset",
     "RetrievalResult",
     "STSResult",

@@ -47,12 +47,44 @@ class EvaluationResult(BaseModel):
         return self.model_dump_json(indent=indent)
 
 
+class RerankStage(BaseModel):
+    """A reranker's second stage over a retrieval run: what reranked, how deep, and the metrics after.
+
+    The BEIR protocol for rerankers: each query's ``depth`` best first-stage documents reordered by
+    the reranker (the rest after them, in their first-stage order), scored with the same measures as
+    the first stage, whose figures stay in the :class:`RetrievalResult` around this one. ``kind`` and
+    ``score_scale`` are the reranker's (:attr:`Reranker.facts`); ``task`` is the task whose
+    instruction it was given (``"none"`` for a cross-encoder, which takes none); ``pairs`` is how
+    many (query, document) pairs it scored, in ``seconds``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    kind: str
+    score_scale: str
+    task: str
+    depth: int
+    pairs: int
+    seconds: float
+    metrics: dict[str, float]
+    """The first stage's metric names (``ndcg_at_10``, ``recall_at_100``, ...) after reranking."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def main_score(self) -> float:
+        """nDCG@10 after reranking."""
+        return float(self.metrics[RetrievalResult.main_metric])
+
+
 class RetrievalResult(EvaluationResult):
     """Retrieval quality averaged over the judged queries (MTEB's main score: nDCG@10).
 
     ``mode`` says how the documents were ranked (``dense``, ``lexical`` or ``hybrid``), ``lexical``
     what made the lexical side and ``fusion`` how the two were fused (None where they took no part).
-    A lexical run used no model: its ``model`` and ``task`` are ``"none"``.
+    A lexical run used no model: its ``model`` and ``task`` are ``"none"``. The metrics,
+    ``main_score`` and ``seconds`` are the first stage's; ``rerank`` holds those after a reranker
+    reordered its best (None when no reranker took part).
     """
 
     evaluation: Literal["retrieval"] = "retrieval"
@@ -66,6 +98,7 @@ class RetrievalResult(EvaluationResult):
     recall_at_100: float
     queries: int
     documents: int
+    rerank: RerankStage | None = None
 
     metric_names = ("ndcg_at_10", "mrr_at_10", "map_at_1000", "recall_at_10", "recall_at_100")
     main_metric = "ndcg_at_10"

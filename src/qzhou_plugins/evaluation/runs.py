@@ -28,6 +28,8 @@ from ..lexical.fusion import (
 )
 from ..lexical.settings import DEFAULT_ENGINE
 from ..rerank import score_candidates, unit_rows
+from ..rerank.reranker import Reranker
+from . import second_stage
 from .datasets import (
     EvaluationDataError,
     RerankSample,
@@ -39,7 +41,7 @@ from .datasets import (
 )
 from .hybrid import fused_run, lexical_run
 from .metrics import RETRIEVAL_DEPTH, exact_search, rerank_metrics, retrieval_metrics
-from .results import RerankResult, RetrievalResult, STSResult
+from .results import RerankResult, RerankStage, RetrievalResult, STSResult
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -59,6 +61,8 @@ def evaluate_retrieval(
     candidates: int = DEFAULT_CANDIDATES,
     analyzer: str | None = None,
     lexical_engine: str | None = None,
+    reranker: Reranker | Encoder | None = None,
+    rerank_depth: int | None = None,
 ) -> RetrievalResult:
     """Rank the corpus for each judged query as ``mode`` says, and score the ranking.
 
@@ -69,25 +73,25 @@ def evaluate_retrieval(
     (``analyzer``, ``lexical_engine``), and needs no ``encoder``. ``mode="hybrid"`` fuses the two as
     ``QZhouCollection.query`` does (``fusion``, ``rrf_k``, ``alpha``, ``candidates``); see
     :mod:`.hybrid`.
+
+    With a ``reranker`` (a :class:`~qzhou_plugins.rerank.Reranker` of any kind, or an encoder as its
+    embedding reranker), each query's ``rerank_depth`` best (default 100) are reordered by it, with
+    ``task``'s instruction where the reranker takes one, and the metrics after go in the result's
+    ``rerank`` beside the first stage's (the BEIR protocol; see :mod:`.second_stage`).
     """
     options = SearchOptions(mode, fusion, candidates, rrf_k, alpha)
     if encoder is None and options.mode != "lexical":
         raise TypeError(f"mode {options.mode!r} embeds the texts: give an encoder (None only for 'lexical')")
+    depth = second_stage.rerank_depth(reranker, rerank_depth)
     dataset = data if isinstance(data, RetrievalDataset) else load_beir(data, split=split)
     started = time.perf_counter()
     show = wants_progress(
         show_progress, len(dataset.queries), encoder.config.show_progress if encoder else None
     )
-    run = lexical = {}
-    if encoder is not None:
-        run = _dense_run(encoder, dataset, task, ignore_identical_ids, show_progress)
-    if options.mode != "dense":
-        depth = RETRIEVAL_DEPTH if options.mode == "lexical" else options.candidates
-        lexical = lexical_run(dataset, depth, engine=lexical_engine, analyzer=analyzer,
-                              ignore_identical_ids=ignore_identical_ids, show_progress=show)  # fmt: skip
-        run = lexical if options.mode == "lexical" else fused_run(run, lexical, options)
+    run = _first_stage(encoder, dataset, task, options, ignore_identical_ids, show_progress, show,
+                       analyzer=analyzer, lexical_engine=lexical_engine)  # fmt: skip
     described = _description(encoder, task) if encoder is not None else _lexical_only()
-    return RetrievalResult(
+    result = RetrievalResult(
         dataset=dataset.name,
         **described,
         seconds=time.perf_counter() - started,
@@ -98,6 +102,56 @@ def evaluate_retrieval(
         lexical=None if options.mode == "dense" else _lexical_settings(analyzer, lexical_engine),
         **retrieval_metrics(dataset.qrels, run),
     )
+    if reranker is None or depth is None:
+        return result
+    return result.model_copy(update={"rerank": _second_stage(reranker, dataset, run, depth, task, show)})
+
+
+def _first_stage(
+    encoder: Encoder | None,
+    dataset: RetrievalDataset,
+    task: TaskLike,
+    options: SearchOptions,
+    ignore_identical_ids: bool,
+    show_progress: bool | None,
+    show: bool,
+    **lexical: str | None,
+) -> dict[str, dict[str, float]]:
+    """The run of ``options.mode``: dense, lexical (``lexical``: engine and analyzer) or both fused."""
+    run = {}
+    if encoder is not None:
+        run = _dense_run(encoder, dataset, task, ignore_identical_ids, show_progress)
+    if options.mode == "dense":
+        return run
+    depth = RETRIEVAL_DEPTH if options.mode == "lexical" else options.candidates
+    lexical_hits = lexical_run(dataset, depth, engine=lexical["lexical_engine"], analyzer=lexical["analyzer"],
+                               ignore_identical_ids=ignore_identical_ids, show_progress=show)  # fmt: skip
+    return lexical_hits if options.mode == "lexical" else fused_run(run, lexical_hits, options)
+
+
+def _second_stage(
+    reranker: Reranker | Encoder,
+    dataset: RetrievalDataset,
+    run: dict[str, dict[str, float]],
+    depth: int,
+    task: TaskLike,
+    show: bool,
+) -> RerankStage:
+    """The reranker's reordering of ``run``'s best ``depth`` per query, and its metrics."""
+    started = time.perf_counter()
+    reranked, pairs = second_stage.reranked_run(reranker, dataset, run, depth, task=task, show_progress=show)
+    return RerankStage(
+        **second_stage.describe_reranker(reranker, task),
+        depth=depth,
+        pairs=pairs,
+        seconds=time.perf_counter() - started,
+        metrics=_in_order(retrieval_metrics(dataset.qrels, reranked)),
+    )
+
+
+def _in_order(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics in the order the first stage's are listed (and printed) in."""
+    return {name: metrics[name] for name in RetrievalResult.metric_names}
 
 
 def _dense_run(
