@@ -30,7 +30,7 @@ from . import registry
 from .batching import plan_batches
 from .loading import weights_stamp
 from .reranker_loading import LoadedReranker, RerankHead, chosen_reranker_length, load_reranker
-from .runner import run_halving
+from .runner import padded_inputs, run_halving
 
 __all__ = ["LocalReranker"]
 
@@ -228,26 +228,14 @@ class LocalReranker:
 
     def _inputs(self, batch: list[list[int]], segments: list[list[int]] | None) -> dict[str, Any]:
         loaded = self.loaded
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), loaded.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        types = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            span = slice(width - len(ids), width) if loaded.padding_side == "left" else slice(0, len(ids))
-            input_ids[row, span] = ids
-            mask[row, span] = 1
-            if segments is not None:
-                types[row, span] = segments[row]
-        inputs: dict[str, Any] = {
-            "input_ids": torch.from_numpy(input_ids).to(loaded.device),
-            "attention_mask": torch.from_numpy(mask).to(loaded.device),
-        }
-        if loaded.token_type_ids and segments is not None:
-            inputs["token_type_ids"] = torch.from_numpy(types).to(loaded.device)
-        if loaded.needs_position_ids:
-            inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-            inputs["use_cache"] = False
-        return inputs
+        return padded_inputs(
+            batch,
+            pad_token_id=loaded.pad_token_id,
+            padding_side=loaded.padding_side,
+            device=loaded.device,
+            positions=loaded.needs_position_ids,
+            segments=segments if loaded.token_type_ids else None,
+        )
 
     def _forward(self, batch: list[list[int]], segments: list[list[int]] | None) -> np.ndarray:
         loaded, head = self.loaded, self.head

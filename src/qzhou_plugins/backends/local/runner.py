@@ -28,7 +28,7 @@ from .pooling import pool
 
 logger = logging.getLogger("qzhou_plugins")
 
-__all__ = ["MOSTLY_UNKNOWN", "EncoderOutOfMemoryError", "LocalBackend", "run_halving"]
+__all__ = ["MOSTLY_UNKNOWN", "EncoderOutOfMemoryError", "LocalBackend", "padded_inputs", "run_halving"]
 
 MOSTLY_UNKNOWN = 0.5
 """A text with at least this share of unknown tokens is reported: its vector says little of it."""
@@ -166,22 +166,13 @@ class LocalBackend:
     def _inputs(self, batch: list[list[int]]) -> dict[str, Any]:
         """Padded ids, mask and (decoders) positions counted from each text's first real token."""
         loaded = self.loaded
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), loaded.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            span = slice(width - len(ids), width) if loaded.padding_side == "left" else slice(0, len(ids))
-            input_ids[row, span] = ids
-            mask[row, span] = 1
-        inputs: dict[str, Any] = {
-            "input_ids": torch.from_numpy(input_ids).to(loaded.device),
-            "attention_mask": torch.from_numpy(mask).to(loaded.device),
-        }
-        if loaded.needs_position_ids:
-            # Left padding must not shift a text's rotary positions: its vector is then the same
-            # alone or in any batch.
-            inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-            inputs["use_cache"] = False
+        inputs = padded_inputs(
+            batch,
+            pad_token_id=loaded.pad_token_id,
+            padding_side=loaded.padding_side,
+            device=loaded.device,
+            positions=loaded.needs_position_ids,
+        )
         if loaded.bidirectional:
             inputs["is_causal"] = False
         return inputs
@@ -200,6 +191,41 @@ class LocalBackend:
             f"LocalBackend(model={self.config.model!r}, family={self.facts.family!r}, "
             f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
         )
+
+
+def padded_inputs(
+    batch: list[list[int]],
+    *,
+    pad_token_id: int,
+    padding_side: str,
+    device: torch.device,
+    positions: bool,
+    segments: list[list[int]] | None = None,
+) -> dict[str, Any]:
+    """The model inputs of one batch of token ids: padded on ``padding_side``, with the mask, the
+    segment ids when given, and (``positions``, decoders) positions counted from each row's first
+    real token, so that left padding never shifts a text's rotary positions: its result is then the
+    same alone or in any batch. The one padding of the local runtimes (encoder and rerankers)."""
+    width = max(len(ids) for ids in batch)
+    input_ids = np.full((len(batch), width), pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    types = np.zeros((len(batch), width), dtype=np.int64)
+    for row, ids in enumerate(batch):
+        span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+        input_ids[row, span] = ids
+        mask[row, span] = 1
+        if segments is not None:
+            types[row, span] = segments[row]
+    inputs: dict[str, Any] = {
+        "input_ids": torch.from_numpy(input_ids).to(device),
+        "attention_mask": torch.from_numpy(mask).to(device),
+    }
+    if segments is not None:
+        inputs["token_type_ids"] = torch.from_numpy(types).to(device)
+    if positions:
+        inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        inputs["use_cache"] = False
+    return inputs
 
 
 def run_halving(
