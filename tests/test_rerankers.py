@@ -584,23 +584,26 @@ def test_out_of_memory_splits_the_batch(
     """No GPU here: the backend's forward is made to run out of memory on any batch of two or more."""
     reranker: Reranker = request.getfixturevalue(which)
     expected = score_candidates(reranker, QUERIES[1], CANDIDATES)
-    forward = reranker.backend._forward
+    # The pass that takes a batch: a cross-encoder's forward, an LLM reranker's candidate tails
+    # (its shared tokens are one sequence, computed before them).
+    method = "_tail_scores" if which == "llm" else "_forward"
+    forward = getattr(reranker.backend, method)
 
-    def small_memory(batch: list[list[int]], segments: Any) -> np.ndarray:
-        if len(batch) > 1:
+    def small_memory(*args: Any) -> np.ndarray:
+        if len(args[-1] if which == "llm" else args[0]) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return forward(batch, segments)
+        return forward(*args)
 
-    monkeypatch.setattr(reranker.backend, "_forward", small_memory)
+    monkeypatch.setattr(reranker.backend, method, small_memory)
     with caplog.at_level(logging.WARNING, logger="qzhou_plugins"):
         got = score_candidates(reranker, QUERIES[1], CANDIDATES)
     np.testing.assert_allclose(got, expected, atol=TOLERANCE)
     assert "Out of memory on a batch of 5 pairs" in caplog.text
 
-    def no_memory(batch: list[list[int]], segments: Any) -> np.ndarray:
+    def no_memory(*args: Any) -> np.ndarray:
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(reranker.backend, "_forward", no_memory)
+    monkeypatch.setattr(reranker.backend, method, no_memory)
     with pytest.raises(EncoderOutOfMemoryError, match=r"a single pair of \d+ tokens does not fit"):
         score_candidates(reranker, QUERIES[1], CANDIDATES[:1])
 
@@ -629,3 +632,13 @@ def test_device_and_dtype_are_chosen_automatically(
         assert reranker.backend.dtype == expected
         assert reranker.facts.fingerprint["dtype"] == str(expected).removeprefix("torch.")
         assert reranker.facts.fingerprint["kind"] == reranker.kind
+
+
+def test_the_shared_tokens_of_a_query_are_its_pairs_common_prefix() -> None:
+    from qzhou_plugins.backends.local.prefix_sharing import by_query, shared_length
+
+    assert shared_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert shared_length([[7, 8, 9]]) == 2  # one pair keeps its last token to compute
+    assert shared_length([[1, 2], [1, 2, 3]]) == 1  # never a whole row: each has a token left
+    assert shared_length([[4, 5], [6, 5]]) == 0
+    assert by_query(["a", "b", "a", "c", "b"]) == [[0, 2], [1, 4], [3]]

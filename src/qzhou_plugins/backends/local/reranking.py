@@ -9,8 +9,8 @@ weights registry are used as they are: what differs is the pair's tokens and the
   segment ids included) and scores by the activation sentence-transformers saved.
 - An LLM reranker reads ``prefix + body + suffix`` (:class:`~qzhou_plugins.config.LlmTemplate`),
   tokenised in those three parts as the model card does, the body cut so that the template stays
-  whole, left padded with positions counted from each pair's first token; the score is
-  sigmoid(logit(yes) - logit(no)) at the last position, computed for those two tokens only.
+  whole; the tokens a query's pairs share are computed once (:mod:`.prefix_sharing`); the score is
+  sigmoid(logit(yes) - logit(no)) at each pair's last token, computed for those two tokens only.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from ..base import RerankerFacts, warn_truncated
 from . import registry
 from .batching import plan_batches
 from .loading import weights_stamp
+from .prefix_sharing import KeyValues, prefix_state, score_sharing_prefixes, tail_hidden
 from .reranker_loading import LoadedReranker, RerankHead, chosen_reranker_length, load_reranker
 from .runner import padded_inputs, run_halving
 
@@ -126,9 +127,8 @@ class LocalReranker:
         if not len(queries):
             return scores
         if self.loaded.kind == "llm":
-            token_ids, type_ids = self._llm_tokens(queries, documents, instruction), None
-        else:
-            token_ids, type_ids = self._pair_tokens(queries, documents)
+            return self._score_llm(queries, self._llm_tokens(queries, documents, instruction), show_progress)
+        token_ids, type_ids = self._pair_tokens(queries, documents)
         batches = plan_batches([len(ids) for ids in token_ids], self.config.batch_tokens)
         with tqdm(total=len(token_ids), unit="pair", desc="Reranking", disable=not show_progress) as progress:
             for batch in batches:
@@ -144,6 +144,37 @@ class LocalReranker:
                 )
                 progress.update(len(batch))
         return scores
+
+    def _score_llm(
+        self, queries: Sequence[str], token_ids: list[list[int]], show_progress: bool
+    ) -> np.ndarray:
+        """The pairs of each query from their shared tokens on (:mod:`.prefix_sharing`)."""
+        with tqdm(total=len(token_ids), unit="pair", desc="Reranking", disable=not show_progress) as progress:
+            return score_sharing_prefixes(
+                token_ids,
+                queries,
+                batch_tokens=self.config.batch_tokens,
+                run=lambda positions, forward: run_halving(
+                    positions, forward, self.device, what="pair", tokens=lambda p: len(token_ids[p])
+                ),
+                prefix=self._prefix_state,
+                tails=self._tail_scores,
+                progress=progress,
+            )
+
+    def _prefix_state(self, ids: list[int]) -> KeyValues:
+        with self._inference_lock, torch.inference_mode():
+            return prefix_state(self.loaded.module.get_decoder(), ids, self.device)
+
+    def _tail_scores(self, state: KeyValues, shared: int, tails: list[list[int]]) -> np.ndarray:
+        """P(yes) = sigmoid(logit(yes) - logit(no)) at each pair's last token, for those two only."""
+        head = self.head
+        assert head.judge is not None
+        with self._inference_lock, torch.inference_mode():
+            decoder = self.loaded.module.get_decoder()
+            hidden = tail_hidden(decoder, state, shared, tails, self.loaded.pad_token_id, self.device)
+            margin = hidden.float() @ head.judge.to(hidden.device) + head.judge_bias
+            return torch.sigmoid(margin).cpu().numpy().astype(np.float32, copy=False)
 
     # -- tokens -------------------------------------------------------------------------------------
 
@@ -241,14 +272,8 @@ class LocalReranker:
         loaded, head = self.loaded, self.head
         inputs = self._inputs(batch, segments)
         with self._inference_lock, torch.inference_mode():
-            if loaded.kind == "llm":
-                assert head.judge is not None
-                hidden = loaded.module.get_decoder()(**inputs).last_hidden_state[:, -1, :]
-                margin = hidden.float() @ head.judge.to(hidden.device) + head.judge_bias
-                scores = torch.sigmoid(margin)
-            else:
-                logits = loaded.module(**inputs).logits.float()[:, head.label_index]
-                scores = torch.sigmoid(logits) if head.activation == "sigmoid" else logits
+            logits = loaded.module(**inputs).logits.float()[:, head.label_index]
+            scores = torch.sigmoid(logits) if head.activation == "sigmoid" else logits
         return scores.cpu().numpy().astype(np.float32, copy=False)
 
     def __repr__(self) -> str:
