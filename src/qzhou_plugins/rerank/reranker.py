@@ -24,7 +24,7 @@ from ..instructions import TaskLike, TaskType, check_instruction, resolve_task
 from .formats import lowest_score
 from .scores import check_finite, cosine_scores
 
-__all__ = ["Reranker", "cosine_scores", "detect_kind", "llm_instruction"]
+__all__ = ["Reranker", "detect_kind", "llm_instruction"]
 
 
 def detect_kind(config: RerankerConfig) -> str:

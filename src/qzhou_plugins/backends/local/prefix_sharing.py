@@ -12,6 +12,7 @@ pair is read at its own last token.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -60,8 +61,14 @@ def prefix_state(decoder: Any, ids: list[int], device: torch.device) -> KeyValue
 
 def _cache_argument(decoder: Any) -> str:
     """The name a decoder's forward takes its key/value cache under (``cache`` from transformers 5.2x,
-    ``past_key_values`` before)."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    ``past_key_values`` before); read once per model class, not once per batch."""
+    return _cache_argument_of(type(decoder))
+
+
+@functools.cache
+def _cache_argument_of(decoder_class: type) -> str:
+    parameters = inspect.signature(decoder_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def tail_hidden(

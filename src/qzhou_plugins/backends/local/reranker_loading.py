@@ -296,7 +296,7 @@ def _llm(config: RerankerConfig, hf_config: Any, common: dict[str, Any]) -> Load
     return LoadedReranker(
         **common,
         module=module,
-        padding_side="left",
+        padding_side="right",  # each candidate after the shared tokens (prefix_sharing)
         default_max_length=min(LLM_DEFAULT_MAX_LENGTH, common["position_limit"]),
     )
 
