@@ -37,6 +37,21 @@ Seconds = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 """A finite number of seconds, int or float, never a bool or a numeric string."""
 
 
+def model_name(model: str | os.PathLike[str]) -> str:
+    """A model given as a hub id or a folder (a ``str`` or a ``Path``) as the text that is recorded.
+
+    Every place that takes a model takes both, and what it records, compares (a collection's
+    fingerprint) and shows is this text; :class:`EncoderConfig` turns a path into it the same way.
+    """
+    if isinstance(model, os.PathLike):
+        return os.fspath(model)
+    if not isinstance(model, str):
+        raise TypeError(
+            f"model must be a hub id or a local folder (a str or an os.PathLike), not {type(model).__name__}"
+        )
+    return model
+
+
 class EncoderConfig(BaseModel):
     """How to load a model and encode with it.
 
@@ -74,7 +89,18 @@ class EncoderConfig(BaseModel):
     )
     bidirectional: StrictBool | None = Field(
         default=None,
-        description="Force bidirectional attention on a decoder checkpoint; None: QZhou checkpoints only.",
+        description="Force bidirectional (or causal) attention on a decoder checkpoint; None: its family's.",
+    )
+    family: str | None = Field(
+        default=None,
+        description="Model family (qzhou, qwen3-embedding, gte-qwen2, e5-mistral, decoder, bert): attention, "
+        "pooling, padding, end token and instructions; None: recognised from the checkpoint (or the server).",
+    )
+    dimensions: StrictCount | None = Field(
+        default=None,
+        gt=0,
+        description="Matryoshka size: the leading N dimensions, renormalised; only for families trained for "
+        "it (Qwen3-Embedding). None: the full vector.",
     )
     threads: StrictCount | None = Field(
         default=None,
@@ -170,6 +196,15 @@ class EncoderConfig(BaseModel):
                 "base_url: the model is loaded in this process. Give base_url, or leave them out"
             )
         return self
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .families import family_named
+
+            family_named(value)
+        return value
 
     @field_validator("model", "cache_dir", mode="before")
     @classmethod

@@ -10,7 +10,13 @@ from .base import Backend, BackendFacts, RerankBackend, RerankerFacts
 
 def backend_for(config: EncoderConfig) -> Backend:
     """The backend that ``config`` asks for: a served model when it has a ``base_url``, llama.cpp for
-    a ``.gguf`` file, else torch."""
+    a ``.gguf`` file, else torch; its vectors cut to ``config.dimensions`` when asked (Matryoshka)."""
+    from .matryoshka import with_dimensions
+
+    return with_dimensions(_runtime_for(config), config.dimensions)
+
+
+def _runtime_for(config: EncoderConfig) -> Backend:
     if config.base_url is not None:
         from .remote import RemoteBackend
 

@@ -10,7 +10,6 @@ loaded through ``AutoModel`` as it is, with the model's sentence-transformers fi
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import threading
@@ -20,15 +19,13 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    MODEL_MAPPING,
-)
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from ...config import DEMO_MODEL, QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig, Pooling
-from ...instructions import QZHOU_PROMPT_STYLE, PromptStyle
+from ...config import DEMO_MODEL, EncoderConfig, Pooling
+from ...families import ModelFamily
+from ...instructions import PromptStyle
 from ..base import ModelLoadError
+from .family_settings import family_settings, is_decoder_only
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -67,7 +64,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     family: str
-    """``qzhou`` (bidirectional Qwen2), ``decoder`` (another causal-LM backbone) or ``bert``."""
+    """The name of the model's family record (:mod:`qzhou_plugins.families`)."""
     padding_side: str
     default_pooling: Pooling
     default_max_length: int
@@ -79,6 +76,8 @@ class LoadedModel:
     needs_position_ids: bool
     bidirectional: bool
     pad_token_id: int
+    end_token: bool
+    """Whether every text must end with the tokenizer's end token (appended if it adds none)."""
 
 
 def _demo_model_path() -> Path | None:
@@ -148,36 +147,6 @@ def _resolve(model: str) -> Path:
         ) from error
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        return {} if default is None else default
-
-
-_ST_POOLING_FLAGS = {
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_lasttoken": "last",
-}
-
-
-def _sentence_transformers_pooling(path: Path) -> Pooling | None:
-    """The pooling a sentence-transformers model declares in its Pooling module, if it has one."""
-    modules = _read_json(path / "modules.json", default=[])
-    folders = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")]
-    if not folders:
-        return None
-    settings = _read_json(path / folders[0] / "config.json")
-    if isinstance(settings.get("pooling_mode"), str):  # newer single-field form
-        return {"lasttoken": "last"}.get(settings["pooling_mode"], settings["pooling_mode"])  # type: ignore[return-value]
-    for flag, mode in _ST_POOLING_FLAGS.items():
-        if settings.get(flag):
-            return mode  # type: ignore[return-value]
-    return None
-
-
 def pick_device(requested: str | None) -> torch.device:
     """The requested device once it is known to exist here; CUDA when present if none is requested."""
     if requested is None:
@@ -203,20 +172,6 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 def _is_qzhou(config: PretrainedConfig) -> bool:
     return config.model_type == "qwen2" and QZHOU_ARCHITECTURE in (config.architectures or [])
-
-
-def _is_decoder_only(config: PretrainedConfig) -> bool:
-    """A causal-LM backbone (Qwen2, Llama, Mistral...), as opposed to a BERT-style encoder.
-
-    BERT-style models also have a causal-LM head in transformers, so "has a causal LM" alone is not
-    enough: encoders are the ones with a masked-LM head too.
-    """
-    model_type = config.model_type
-    return (
-        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-        and not getattr(config, "is_encoder_decoder", False)
-    )
 
 
 def _check_loading_info(model: str, info: dict[str, Any], ignorable: tuple[str, ...] = ()) -> None:
@@ -246,42 +201,47 @@ class CheckpointFacts:
     qzhou: bool
     bidirectional: bool
     defaults: dict[str, Any]
-    """family, padding_side, default_pooling, default_max_length, position_limit, prompt_style."""
+    """family, padding_side, default_pooling, default_max_length, position_limit, prompt_style, end_token."""
+    family: ModelFamily
 
 
-def read_checkpoint(model: str, path: Path, bidirectional: bool | None = None) -> CheckpointFacts:
-    """The facts of the checkpoint in ``path`` (named ``model`` in messages); ``bidirectional`` as
-    :attr:`EncoderConfig.bidirectional` (None: QZhou checkpoints only)."""
+def read_checkpoint(
+    model: str, path: Path, bidirectional: bool | None = None, family: str | None = None
+) -> CheckpointFacts:
+    """The facts of the checkpoint in ``path`` (named ``model`` in messages); ``bidirectional`` and
+    ``family`` as :attr:`EncoderConfig.bidirectional` and :attr:`EncoderConfig.family` (None: the
+    family the checkpoint's files say, and its attention)."""
     try:
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"{model!r} has no usable config.json: {error}") from error
-    is_decoder = _is_decoder_only(hf_config)
-    qzhou = _is_qzhou(hf_config)
-    bidirectional = bidirectional if bidirectional is not None else qzhou
+    is_decoder = is_decoder_only(hf_config)
     if bidirectional and not is_decoder:
         raise ModelLoadError(
             f"bidirectional=True only applies to decoder checkpoints; {model!r} is a "
             f"{hf_config.model_type} encoder, which already attends both ways"
         )
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{model!r} has no fast tokenizer (tokenizer.json); convert it first")
+    try:
+        record, defaults = family_settings(model, path, hf_config, tokenizer, family)
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    bidirectional = bidirectional if bidirectional is not None else record.bidirectional and is_decoder
     if bidirectional:
         # transformers' mask builder turns into a bidirectional (padding-only) mask, and the attention
         # layers receive is_causal=False from the model's forward: both are needed, see tests.
         hf_config.is_causal = False
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelLoadError(f"{model!r} has no fast tokenizer (tokenizer.json); convert it first")
-    defaults = _family_defaults(
-        path, hf_config, tokenizer, is_decoder=is_decoder, qzhou=qzhou, bidirectional=bidirectional
-    )
-    return CheckpointFacts(path, hf_config, tokenizer, is_decoder, qzhou, bidirectional, defaults)
+    qzhou = _is_qzhou(hf_config)
+    return CheckpointFacts(path, hf_config, tokenizer, is_decoder, qzhou, bidirectional, defaults, record)
 
 
 def load_model(config: EncoderConfig) -> LoadedModel:
     """Load the checkpoint named by ``config``; callers should go through the registry instead."""
     key = weights_key(config)
     path, device, dtype = Path(key[0]), torch.device(key[1]), getattr(torch, key[2].split(".")[-1])
-    facts = read_checkpoint(config.model, path, config.bidirectional)
+    facts = read_checkpoint(config.model, path, config.bidirectional, config.family)
     module = _load_weights(config, path, facts.hf_config, facts.is_decoder, dtype).to(device)
     tokenizer = facts.tokenizer
     pad_token_id = tokenizer.pad_token_id
@@ -328,46 +288,6 @@ def _load_weights(
     return module.eval()  # type: ignore[no-any-return]
 
 
-def _family_defaults(
-    path: Path,
-    hf_config: PretrainedConfig,
-    tokenizer: Any,
-    *,
-    is_decoder: bool,
-    qzhou: bool,
-    bidirectional: bool,
-) -> dict[str, Any]:
-    """Family, padding side, pooling, lengths and prompt style, from the model's own files."""
-    st_settings = _read_json(path / "sentence_bert_config.json")
-    st_config = _read_json(path / "config_sentence_transformers.json")
-    position_limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or 10**9
-    if is_decoder:
-        family = "qzhou" if qzhou else "decoder"
-        default_max = QZHOU_DEFAULT_MAX_LENGTH if qzhou else int(st_settings.get("max_seq_length", 8192))
-        default_pooling: Pooling = "mean" if bidirectional else "last"
-        padding_side = "left"
-    else:
-        family = "bert"
-        position_limit = min(position_limit, int(tokenizer.model_max_length or position_limit))
-        default_max = int(st_settings.get("max_seq_length", position_limit))
-        default_pooling = "mean"
-        padding_side = "right"
-    prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if isinstance(v, str) and v}
-    prompt_style = (
-        QZHOU_PROMPT_STYLE.model_copy(update={"saved_prompts": prompts})
-        if qzhou
-        else PromptStyle(saved_prompts=prompts)
-    )
-    return {
-        "family": family,
-        "padding_side": padding_side,
-        "default_pooling": _sentence_transformers_pooling(path) or default_pooling,
-        "default_max_length": min(default_max, position_limit),
-        "position_limit": position_limit,
-        "prompt_style": prompt_style,
-    }
-
-
 def weights_stamp(path: Path) -> str:
     """A short hash of a checkpoint folder's weight and config files (names, sizes, times): what a
     fingerprint records of the weights without reading gigabytes."""
@@ -388,4 +308,5 @@ def weights_key(config: EncoderConfig) -> tuple[str, ...]:
         str(pick_dtype(config.dtype, device)),
         config.attn_implementation,
         str(config.bidirectional),
+        str(config.family),
     )

@@ -25,7 +25,8 @@ from ...config import LlmTemplate, RerankerConfig
 from ...rerank.formats import LLM_TEMPLATES, ST_ACTIVATIONS
 from ..base import ModelLoadError, chosen_max_length
 from . import registry
-from .loading import _check_loading_info, _is_decoder_only, _is_qzhou, pick_device, pick_dtype, weights_key
+from .family_settings import is_decoder_only
+from .loading import _check_loading_info, _is_qzhou, pick_device, pick_dtype, weights_key
 
 __all__ = [
     "LoadedReranker",
@@ -162,7 +163,7 @@ def _load(config: RerankerConfig, kind: str, key: tuple[str, ...]) -> LoadedRera
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelLoadError(f"{config.model!r} has no fast tokenizer (tokenizer.json); convert it first")
-    decoder = _is_decoder_only(hf_config)
+    decoder = is_decoder_only(hf_config)
     position_limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or 10**9
     if not decoder:
         position_limit = min(position_limit, int(tokenizer.model_max_length or position_limit))

@@ -23,6 +23,7 @@ from ...config import EncoderConfig
 from ..base import BackendFacts, EncoderOutOfMemoryError, chosen_max_length, warn_truncated
 from . import registry
 from .batching import plan_batches
+from .family_settings import close_with_end_token
 from .loading import LoadedModel, weights_stamp
 from .pooling import pool
 
@@ -51,6 +52,8 @@ class LocalBackend:
         # holds truncation state and is not safe to share between threads, so it is also guarded.
         self._tokenizer = Tokenizer.from_str(self.loaded.tokenizer.backend_tokenizer.to_str())
         self._tokenizer.no_padding()
+        if self.loaded.end_token:
+            close_with_end_token(self._tokenizer, self.loaded.tokenizer.eos_token, config.model)
         specials = self._tokenizer.num_special_tokens_to_add(False)
         if self.max_length <= specials:
             raise ValueError(
@@ -92,6 +95,7 @@ class LocalBackend:
             "model": self.config.model,
             "weights": weights_stamp(self.loaded.path),
             "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "family": self.loaded.family,
             "bidirectional": str(self.loaded.bidirectional),
             "pooling": self.config.pooling or self.loaded.default_pooling,
             "normalize": str(self.config.normalize),

@@ -1,0 +1,128 @@
+"""A checkpoint's family and the settings it gives: read from the model's own files, no weights.
+
+The family record (:mod:`qzhou_plugins.families`) says attention, pooling, padding side, end token
+and instructions; the checkpoint's sentence-transformers files refine what they declare (the Pooling
+module, the saved prompts, ``max_seq_length``). This is the one place that reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+from tokenizers.processors import Sequence, TemplateProcessing
+from transformers import PretrainedConfig
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+
+from ...config import Pooling
+from ...families import Checkpoint, ModelFamily, choose_family
+from ..base import ModelLoadError
+
+__all__ = ["checkpoint_signals", "close_with_end_token", "family_settings", "is_decoder_only", "read_json"]
+
+_ST_POOLING_FLAGS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "last",
+}
+GENERIC_DECODER_MAX_LENGTH = 8192
+"""Tokens per text of a decoder whose files say none: what instruction-tuned embedders train with."""
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return {} if default is None else default
+
+
+def is_decoder_only(config: PretrainedConfig) -> bool:
+    """A causal-LM backbone (Qwen2, Llama, Mistral...), as opposed to a BERT-style encoder.
+
+    BERT-style models also have a causal-LM head in transformers, so "has a causal LM" alone is not
+    enough: encoders are the ones with a masked-LM head too.
+    """
+    model_type = config.model_type
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and not getattr(config, "is_encoder_decoder", False)
+    )
+
+
+def sentence_transformers_pooling(path: Path) -> Pooling | None:
+    """The pooling a sentence-transformers model declares in its Pooling module, if it has one."""
+    modules = read_json(path / "modules.json", default=[])
+    folders = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")]
+    if not folders:
+        return None
+    settings = read_json(path / folders[0] / "config.json")
+    if isinstance(settings.get("pooling_mode"), str):  # newer single-field form
+        return {"lasttoken": "last"}.get(settings["pooling_mode"], settings["pooling_mode"])  # type: ignore[return-value]
+    for flag, mode in _ST_POOLING_FLAGS.items():
+        if settings.get(flag):
+            return mode  # type: ignore[return-value]
+    return None
+
+
+def checkpoint_signals(model: str, path: Path, hf_config: PretrainedConfig) -> Checkpoint:
+    """What the family records recognise a checkpoint by."""
+    names = (model, path.name, str(getattr(hf_config, "_name_or_path", "") or ""))
+    return Checkpoint(
+        architectures=tuple(hf_config.architectures or ()),
+        model_type=str(hf_config.model_type),
+        backbone="decoder" if is_decoder_only(hf_config) else "encoder",
+        names=tuple(name for name in names if name),
+        sentence_transformers_pooling=sentence_transformers_pooling(path),
+    )
+
+
+def family_settings(
+    model: str, path: Path, hf_config: PretrainedConfig, tokenizer: Any, requested: str | None
+) -> tuple[ModelFamily, dict[str, Any]]:
+    """The checkpoint's family and what it decides: padding side, pooling, lengths, prompt style."""
+    signals = checkpoint_signals(model, path, hf_config)
+    family = choose_family(requested, signals, model)
+    st_settings = read_json(path / "sentence_bert_config.json")
+    st_config = read_json(path / "config_sentence_transformers.json")
+    position_limit = int(getattr(hf_config, "max_position_embeddings", 0) or 0) or 10**9
+    if family.backbone == "encoder":
+        position_limit = min(position_limit, int(tokenizer.model_max_length or position_limit))
+    generic = position_limit if family.backbone == "encoder" else GENERIC_DECODER_MAX_LENGTH
+    default_max = family.default_max_length or int(st_settings.get("max_seq_length", generic))
+    prompts = {k: v for k, v in (st_config.get("prompts") or {}).items() if isinstance(v, str) and v}
+    return family, {
+        "family": family.name,
+        "padding_side": family.padding_side,
+        "default_pooling": signals.sentence_transformers_pooling or family.pooling,
+        "default_max_length": min(default_max, position_limit),
+        "position_limit": position_limit,
+        "prompt_style": family.prompt_style(prompts),
+        "end_token": family.end_token,
+    }
+
+
+def close_with_end_token(tokenizer: Tokenizer, end_token: str | None, model: str) -> None:
+    """Make ``tokenizer`` (a private copy) end every text with ``end_token`` when it does not already:
+    last-token families pool that token, and a text without it gets another vector than the one the
+    model was trained to give. Done through the post-processor, so truncation keeps room for it."""
+    if end_token is None or tokenizer.token_to_id(end_token) is None:
+        raise ModelLoadError(
+            f"{model!r} belongs to a family whose vectors are read at the end token, but its tokenizer "
+            "has no end (eos) token: pass family= of a family without one, or fix the tokenizer"
+        )
+    if tokenizer.encode("x", add_special_tokens=True).tokens[-1:] == [end_token]:
+        return
+    closing = TemplateProcessing(
+        single=f"$A {end_token}",
+        pair=f"$A {end_token} $B:1 {end_token}:1",
+        special_tokens=[(end_token, tokenizer.token_to_id(end_token))],
+    )
+    current = tokenizer.post_processor
+    tokenizer.post_processor = closing if current is None else Sequence([current, closing])
