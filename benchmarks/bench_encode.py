@@ -9,12 +9,15 @@ Two runs:
    real Qwen2.5 vocabulary), loaded by both: ours bidirectional through our loader,
    sentence-transformers with left padding and ``config.is_causal = False`` set by hand on its
    model, the closest a user gets without the authors' remote code.
+3. A random Qwen3-Embedding-shaped checkpoint (hidden 512, 8 heads, 4 KV heads, fewer layers, the
+   real vocabulary) saved as the published sentence-transformers folder (last-token pooling, the
+   tokenizer appending ``<|endoftext|>``, left padding): both load the folder as it is, with no help.
 
 For each: texts/s, tokens/s (real tokens), the share of computed token positions that were padding,
 peak RSS during the run, the cosine agreement of the vectors, and ours/theirs. Runs alternate and the
 best of ``--repeats`` is kept, so that a busy neighbour on the machine does not decide the ratio.
 
-    .venv/bin/python benchmarks/bench_encode.py [--texts 1600] [--repeats 2] [--skip-qwen]
+    .venv/bin/python benchmarks/bench_encode.py [--texts 1600] [--repeats 2] [--runs minilm,qwen2,qwen3]
 """
 
 from __future__ import annotations
@@ -146,31 +149,69 @@ def compare(name: str, ours: Encoder, theirs: object, texts: list[str], repeats:
     return {"ratio": ratio, "min_cosine": float(cosines.min())}
 
 
-def qwen_shaped_run(texts: list[str], repeats: int, layers: int) -> None:
+def qwen_shaped_runs(texts: list[str], repeats: int, layers: int, runs: set[str]) -> None:
+    """The Qwen-shaped runs asked for, on one build of the real Qwen2.5 vocabulary."""
+    with tempfile.TemporaryDirectory() as scratch:
+        from qzhou_plugins.testing import save_qwen_tokenizer
+
+        tokenizer_dir = save_qwen_tokenizer(Path(scratch) / "tokenizer")
+        if "qwen2" in runs:
+            qwen2_shaped_run(Path(scratch), tokenizer_dir, texts, repeats, layers)
+        if "qwen3" in runs:
+            qwen3_shaped_run(Path(scratch), tokenizer_dir, texts, repeats, layers)
+
+
+def qwen2_shaped_run(scratch: Path, tokenizer_dir: Path, texts: list[str], repeats: int, layers: int) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from qzhou_plugins.testing import build_qzhou_checkpoint, save_qwen_tokenizer
+    from qzhou_plugins.testing import build_qzhou_checkpoint
 
-    with tempfile.TemporaryDirectory() as scratch:
-        tokenizer_dir = save_qwen_tokenizer(Path(scratch) / "tokenizer")
-        # Qwen2.5-0.5B widths (hidden 896, 14 heads, 2 KV heads, MLP 4864), fewer layers for a quick run.
-        checkpoint = build_qzhou_checkpoint(
-            Path(scratch) / "qwen-shaped",
-            tokenizer_dir,
-            hidden_size=896,
-            num_hidden_layers=layers,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            intermediate_size=4864,
-            weight_scale=0.02,
-        )
-        ours = Encoder(model=str(checkpoint), max_length=512, batch_tokens=4096)
-        theirs = SentenceTransformer(str(checkpoint), device="cpu", processor_kwargs={"padding_side": "left"})
-        theirs[0].auto_model.config.is_causal = False  # what a user must do by hand without remote code
-        theirs.max_seq_length = 512
-        compare(
-            f"Qwen2-shaped random model ({layers} layers x 896, vocab 151,665)", ours, theirs, texts, repeats
-        )
+    # Qwen2.5-0.5B widths (hidden 896, 14 heads, 2 KV heads, MLP 4864), fewer layers for a quick run.
+    checkpoint = build_qzhou_checkpoint(
+        scratch / "qwen-shaped",
+        tokenizer_dir,
+        hidden_size=896,
+        num_hidden_layers=layers,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        intermediate_size=4864,
+        weight_scale=0.02,
+    )
+    ours = Encoder(model=str(checkpoint), max_length=512, batch_tokens=4096)
+    theirs = SentenceTransformer(str(checkpoint), device="cpu", processor_kwargs={"padding_side": "left"})
+    theirs[0].auto_model.config.is_causal = False  # what a user must do by hand without remote code
+    theirs.max_seq_length = 512
+    compare(f"Qwen2-shaped random model ({layers} layers x 896, vocab 151,665)", ours, theirs, texts, repeats)
+
+
+def qwen3_shaped_run(scratch: Path, tokenizer_dir: Path, texts: list[str], repeats: int, layers: int) -> None:
+    """Qwen3-Embedding's code path (causal, last token, end token, left padding) as the published
+    sentence-transformers folder: both libraries load it as it is."""
+    from sentence_transformers import SentenceTransformer
+
+    from qzhou_plugins.testing_families import build_qwen3_embedding_checkpoint
+
+    checkpoint = build_qwen3_embedding_checkpoint(
+        scratch,
+        tokenizer_dir,
+        name="Qwen3-Embedding-bench",
+        hidden_size=512,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        intermediate_size=1536,
+        weight_scale=0.02,
+    )
+    ours = Encoder(model=str(checkpoint), max_length=512, batch_tokens=4096)
+    theirs = SentenceTransformer(str(checkpoint), device="cpu")
+    theirs.max_seq_length = 512
+    compare(
+        f"Qwen3-Embedding-shaped random model ({layers} layers x 512, vocab 151,665)",
+        ours,
+        theirs,
+        texts,
+        repeats,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,8 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qwen-texts", type=int, default=300, help="texts in the Qwen-shaped run")
     parser.add_argument("--qwen-layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--skip-qwen", action="store_true")
+    parser.add_argument("--skip-qwen", action="store_true", help="the MiniLM run only (--runs minilm)")
+    parser.add_argument(
+        "--runs", default="minilm,qwen2,qwen3", help="which runs, comma-separated (default: all three)"
+    )
     args = parser.parse_args(argv)
+    runs = {"minilm"} if args.skip_qwen else {run.strip() for run in args.runs.split(",")}
+    if not runs or runs - {"minilm", "qwen2", "qwen3"}:
+        parser.error(f"--runs takes minilm, qwen2 and qwen3, not {args.runs!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
@@ -191,10 +238,11 @@ def main(argv: list[str] | None = None) -> None:
     ours = Encoder(model="all-MiniLM-L6-v2")
     hf_tokenizer = ours.backend.loaded.tokenizer
     texts = rag_corpus(lambda t: len(hf_tokenizer(t)["input_ids"]), args.texts)
-    theirs = SentenceTransformer(str(ours.backend.loaded.path), device="cpu")
-    compare("all-MiniLM-L6-v2, SciFact chunks + Chinese sentences", ours, theirs, texts, args.repeats)
-    if not args.skip_qwen:
-        qwen_shaped_run(texts[: args.qwen_texts], args.repeats, args.qwen_layers)
+    if "minilm" in runs:
+        theirs = SentenceTransformer(str(ours.backend.loaded.path), device="cpu")
+        compare("all-MiniLM-L6-v2, SciFact chunks + Chinese sentences", ours, theirs, texts, args.repeats)
+    if runs & {"qwen2", "qwen3"}:
+        qwen_shaped_runs(texts[: args.qwen_texts], args.repeats, args.qwen_layers, runs)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,22 @@ def tiny_llm_reranker_path(tmp_path_factory: pytest.TempPathFactory, qwen_tokeni
 
 
 @pytest.fixture(scope="session")
+def family_checkpoints(
+    tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path, minilm_path: str
+) -> dict[str, str]:
+    """A tiny checkpoint of each built-in family but QZhou in its published layout (qwen3, gte,
+    e5-mistral, bge, e5, nomic: ``qzhou_plugins.testing_families``), built once per run."""
+    from qzhou_plugins.testing_families import FAMILY_FOLDERS, build_family_checkpoints
+
+    folder = session_folder(
+        tmp_path_factory,
+        "family-checkpoints",
+        lambda into: build_family_checkpoints(into, qwen_tokenizer_dir, minilm_path),
+    )
+    return {name: str(folder / name_on_disk) for name, name_on_disk in FAMILY_FOLDERS.items()}
+
+
+@pytest.fixture(scope="session")
 def minilm() -> Encoder:
     """The session's all-MiniLM-L6-v2 encoder (the process-wide shared one)."""
     return Encoder.shared(model=DEMO_MODEL)

@@ -128,7 +128,7 @@ class Encoder:
 
     @property
     def family(self) -> str:
-        """``qzhou``, ``decoder`` or ``bert``: decides padding side and default instructions."""
+        """The model family's name (``qzhou``, ``qwen3-embedding``, ... see :mod:`qzhou_plugins.families`)."""
         return self.facts.family
 
     @property

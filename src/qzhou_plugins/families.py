@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .instructions import PromptStyle, family_records, task_type_table
 
@@ -26,6 +26,7 @@ __all__ = [
     "ModelFamily",
     "UnknownFamilyError",
     "choose_family",
+    "family_by_name",
     "family_named",
     "known_families",
 ]
@@ -99,6 +100,13 @@ class ModelFamily(BaseModel):
     """The smallest trained Matryoshka size (None: the vector may not be cut)."""
     default_max_length: int | None = None
 
+    @field_validator("template")
+    @classmethod
+    def _template_has_its_field(cls, value: str) -> str:
+        """A record whose template has no ``{instruction}`` is refused when it is read, not when a
+        text is first prefixed (PromptStyle holds the rule)."""
+        return PromptStyle(template=value).template
+
     @property
     def bidirectional(self) -> bool:
         return self.attention == "bidirectional"
@@ -163,6 +171,20 @@ def choose_family(requested: str | None, checkpoint: Checkpoint, model: str) -> 
         if any(alternative.holds(checkpoint) for alternative in family.match):
             return family
     raise UnknownFamilyError(f"no model family recognises {model!r}")  # the generic records match all
+
+
+def family_by_name(model: str) -> ModelFamily | None:
+    """The family a model's name alone says (``Qwen/Qwen3-Embedding-8B``), or None: what a client
+    knows of a model served by a server that does not say its family (vLLM, text-embeddings-inference).
+
+    Only the records' ``names`` conditions are read, nothing else of a checkpoint being known: a
+    record recognised by its architecture or files alone is never guessed from a name.
+    """
+    name = model.lower()
+    for family in known_families().values():
+        if any(part in name for alternative in family.match for part in alternative.names):
+            return family
+    return None
 
 
 def _of_backbone(backbone: str) -> Sequence[str]:

@@ -53,6 +53,13 @@ def save_qwen_tokenizer(directory: str | Path) -> Path:
     return out
 
 
+def vocab_size_of(tokenizer_directory: str | Path) -> int:
+    """The embedding rows a model needs for the tokenizer in ``tokenizer_directory``: its vocabulary
+    and added tokens, whichever id is highest."""
+    spec = json.loads((Path(tokenizer_directory) / "tokenizer.json").read_text("utf-8"))
+    return max([len(spec["model"]["vocab"]), *(token["id"] + 1 for token in spec.get("added_tokens", []))])
+
+
 def build_qzhou_checkpoint(
     directory: str | Path,
     tokenizer_directory: str | Path,
@@ -78,11 +85,8 @@ def build_qzhou_checkpoint(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_files = Path(tokenizer_directory)
-    vocab_size = len(json.loads((tokenizer_files / "tokenizer.json").read_text("utf-8"))["model"]["vocab"])
-    added = json.loads((tokenizer_files / "tokenizer.json").read_text("utf-8")).get("added_tokens", [])
-    vocab_size = max([vocab_size, *(token["id"] + 1 for token in added)])
     config = Qwen2Config(
-        vocab_size=vocab_size,
+        vocab_size=vocab_size_of(tokenizer_files),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
         num_hidden_layers=num_hidden_layers,

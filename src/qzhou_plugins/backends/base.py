@@ -87,8 +87,9 @@ class BackendFacts:
     prompt_style: PromptStyle
     """How this model turns a task into query and document prefixes."""
     family: str
-    """``qzhou`` (bidirectional Qwen2), ``decoder`` (another causal-LM backbone) or ``bert`` (a
-    BERT-style, masked-LM encoder): decides padding side and default instructions."""
+    """The name of the model's family record (:mod:`qzhou_plugins.families`: ``qzhou``,
+    ``qwen3-embedding``, ``gte-qwen2``, ``e5-mistral``, ``decoder``, ``bert``), or ``served`` for a
+    served model whose family is not known: decides attention, pooling, padding and instructions."""
     pooling: str
     normalized: bool
     """Whether rows come back L2-normalised (dot product = cosine)."""

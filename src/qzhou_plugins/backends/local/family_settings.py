@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
-from tokenizers.processors import Sequence, TemplateProcessing
 from transformers import PretrainedConfig
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
@@ -111,18 +110,68 @@ def family_settings(
 def close_with_end_token(tokenizer: Tokenizer, end_token: str | None, model: str) -> None:
     """Make ``tokenizer`` (a private copy) end every text with ``end_token`` when it does not already:
     last-token families pool that token, and a text without it gets another vector than the one the
-    model was trained to give. Done through the post-processor, so truncation keeps room for it."""
+    model was trained to give. Done through the post-processor, so truncation keeps room for it.
+
+    A tokenizer that already closes every text with a special token is left as it is: that token is
+    the one the model was trained to pool, even when it is not the tokenizer's eos (Qwen3-Embedding
+    appends ``<|endoftext|>`` while its eos is ``<|im_end|>``). A template that adds tokens of its own
+    (Mistral's ``<s>`` in front) gets the end token inside it: a second template after it would take
+    the first one's pieces for a pair and close each of them (``<s> </s> text </s>``).
+    """
     if end_token is None or tokenizer.token_to_id(end_token) is None:
         raise ModelLoadError(
             f"{model!r} belongs to a family whose vectors are read at the end token, but its tokenizer "
             "has no end (eos) token: pass family= of a family without one, or fix the tokenizer"
         )
-    if tokenizer.encode("x", add_special_tokens=True).tokens[-1:] == [end_token]:
+    if tokenizer.encode("x", add_special_tokens=True).special_tokens_mask[-1:] == [1]:
         return
-    closing = TemplateProcessing(
-        single=f"$A {end_token}",
-        pair=f"$A {end_token} $B:1 {end_token}:1",
-        special_tokens=[(end_token, tokenizer.token_to_id(end_token))],
+    # The post-processor alone, as JSON (its pickled state): the whole tokenizer's JSON is megabytes.
+    current = (
+        None if tokenizer.post_processor is None else json.loads(tokenizer.post_processor.__getstate__())
     )
-    current = tokenizer.post_processor
-    tokenizer.post_processor = closing if current is None else Sequence([current, closing])
+    end = {"id": end_token, "ids": [tokenizer.token_to_id(end_token)], "tokens": [end_token]}
+    steps = [] if current is None else current["processors"] if current["type"] == "Sequence" else [current]
+    templates = [i for i, step in enumerate(steps) if step["type"] == "TemplateProcessing"]
+    if templates:
+        steps[templates[-1]] = _closed(steps[templates[-1]], end)
+    else:  # none, or steps that add no tokens (ByteLevel): BERT's and RoBERTa's end with one already
+        bare = {"type": "TemplateProcessing", "single": [_piece("A", 0)], "special_tokens": {}}
+        steps.append(_closed({**bare, "pair": [_piece("A", 0), _piece("B", 1)]}, end))
+    closing = steps[0] if len(steps) == 1 else {"type": "Sequence", "processors": steps}
+    tokenizer.post_processor = Tokenizer.from_str(
+        json.dumps({**_CARRIER, "post_processor": closing})
+    ).post_processor
+
+
+_CARRIER: dict[str, Any] = {
+    "version": "1.0",
+    "truncation": None,
+    "padding": None,
+    "added_tokens": [],
+    "normalizer": None,
+    "pre_tokenizer": None,
+    "decoder": None,
+    "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"},
+}
+"""The smallest tokenizer JSON: what a post-processor is rebuilt from its JSON in."""
+
+
+def _piece(sequence: str, type_id: int) -> dict[str, Any]:
+    return {"Sequence": {"id": sequence, "type_id": type_id}}
+
+
+def _closed(template: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
+    """A TemplateProcessing (its JSON) with ``end`` after each of its texts: the single one, and both
+    sides of a pair (after the last piece of the first side, and at the end)."""
+
+    def token(type_id: int) -> dict[str, Any]:
+        return {"SpecialToken": {"id": end["id"], "type_id": type_id}}
+
+    pair = list(template["pair"])
+    first_side = max(i for i, piece in enumerate(pair) if next(iter(piece.values()))["type_id"] == 0)
+    return {
+        **template,
+        "single": [*template["single"], token(0)],
+        "pair": [*pair[: first_side + 1], token(0), *pair[first_side + 1 :], token(1)],
+        "special_tokens": {**template["special_tokens"], end["id"]: end},
+    }
