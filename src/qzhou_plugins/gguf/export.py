@@ -1,11 +1,12 @@
 """``export_gguf``: a checkpoint -> one GGUF file that any llama.cpp runtime embeds with correctly.
 
 What makes the file right for llama.cpp with no extra flags: the architecture whose maths equal
-the source's (Qwen2 for QZhou, BERT for MiniLM-style encoders), ``<arch>.attention.causal = false``
-where the source attends both ways (QZhou: a naive Qwen2 conversion would be causal, with silently
-wrong vectors), the source's pooling as the pooling type, its context length, and a tokenizer that
-cuts texts as the Hugging Face one does. What llama.cpp has no key for (prompt style, the task
-table, where the weights came from) goes under our own ``qzhou.`` keys
+the source's (Qwen2 for QZhou and gte-Qwen2, Qwen3 for Qwen3-Embedding, BERT for BGE-, E5- and
+MiniLM-style encoders), ``<arch>.attention.causal`` as the family attends (QZhou: a naive Qwen2
+conversion would be causal, with silently wrong vectors), the family's pooling as the pooling type
+(last token for Qwen3-Embedding), its context length, and a tokenizer that cuts texts as the Hugging
+Face one does, the family's end token included. What llama.cpp has no key for (the family, the
+saved prompts, the task table, where the weights came from) goes under our own ``qzhou.`` keys
 (:mod:`qzhou_plugins.backends.llama_cpp.keys`).
 
 The file is written under a temporary name and renamed at the end: an interrupted export leaves no
@@ -26,6 +27,7 @@ from ..instructions import published_tasks
 from ._library import gguf
 from .quantize import quantize_file, require_llama_cpp
 from .source import (
+    DECODERS,
     GGUFExportError,
     Source,
     portable_name,
@@ -125,12 +127,15 @@ def _add_model_keys(writer: gguf.GGUFWriter, source: Source, gguf_type: str) -> 
     writer.add_block_count(int(config.num_hidden_layers))
     writer.add_feed_forward_length(int(config.intermediate_size))
     writer.add_head_count(int(config.num_attention_heads))
-    writer.add_causal_attention(source.architecture == "qwen2" and not source.facts.bidirectional)
+    writer.add_causal_attention(source.architecture in DECODERS and not source.facts.bidirectional)
     writer.add_pooling_type(POOLING_TYPES[defaults["default_pooling"]])
-    if source.architecture == "qwen2":
+    if source.architecture in DECODERS:
         writer.add_head_count_kv(int(config.num_key_value_heads))
         writer.add_rope_freq_base(rope_theta(config))
         writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        writer.add_key_length(int(head_dim))  # Qwen3's need not be hidden / heads (0.6B: 128, not 64)
+        writer.add_value_length(int(head_dim))
     else:
         writer.add_layer_norm_eps(float(config.layer_norm_eps))
 
@@ -139,13 +144,14 @@ def _add_our_keys(writer: gguf.GGUFWriter, source: Source) -> None:
     """What llama.cpp has no key for: the prompt style, the task table, the source."""
     defaults = source.facts.defaults
     style = defaults["prompt_style"]
-    writer.add_uint32(keys.FORMAT, keys.FORMAT_VERSION)
+    writer.add_uint32(keys.FORMAT, keys.format_version(defaults["family"]))
     writer.add_string(keys.FAMILY, defaults["family"])
     writer.add_string(keys.PROMPT_TEMPLATE, style.template)
     writer.add_bool(keys.INSTRUCTED_BY_DEFAULT, style.instructed_by_default)
     writer.add_string(keys.SAVED_PROMPTS, json.dumps(style.saved_prompts, ensure_ascii=False))
-    if style.instructed_by_default:
-        table = {name: task.model_dump(exclude={"name"}) for name, task in published_tasks().items()}
+    if style.published_tasks and style.instructed_by_default:
+        published = published_tasks(style.published_tasks)
+        table = {name: task.model_dump(exclude={"name"}) for name, task in published.items()}
         writer.add_string(keys.TASKS, json.dumps(table, ensure_ascii=False))
     writer.add_uint32(keys.MAX_LENGTH, int(defaults["default_max_length"]))
     writer.add_string(keys.POOLING, defaults["default_pooling"])

@@ -18,8 +18,16 @@ import numpy as np
 
 from ..backends.local.loading import CheckpointFacts, read_checkpoint, resolve_model_path
 
-ARCHITECTURES = {"qwen2": "qwen2", "bert": "bert"}
+ARCHITECTURES = {"qwen2": "qwen2", "qwen3": "qwen3", "bert": "bert"}
 """Source ``model_type`` -> the llama.cpp architecture that runs it with the same maths."""
+DECODERS = frozenset({"qwen2", "qwen3"})
+"""The llama.cpp architectures above that are decoders (RoPE, RMS norm, grouped key/value heads)."""
+SUPPORTED = (
+    "QZhou, gte-Qwen2 and other Qwen2-shaped decoders; Qwen3-Embedding and other Qwen3-shaped "
+    "decoders; BERT-style encoders and their sentence-transformers folders (MiniLM, BGE, E5, Nomic's "
+    "BERT-shaped ones)"
+)
+"""What the exporter takes, for the message that refuses anything else."""
 
 
 class GGUFExportError(ValueError):
@@ -53,6 +61,7 @@ class Source:
             "bidirectional": self.facts.bidirectional,
             "pooling": self.facts.defaults["default_pooling"],
             "max_length": self.facts.defaults["default_max_length"],
+            "family": self.facts.family.name,
         }
 
 
@@ -77,9 +86,8 @@ def read_source(model: str) -> Source:
     if architecture is None:
         known = ", ".join(sorted(ARCHITECTURES))
         raise GGUFExportError(
-            f"cannot export {model!r} to GGUF: its model type {model_type!r} is not one this exporter "
-            f"maps to llama.cpp (known: {known}: QZhou and other Qwen2-shaped decoders, BERT-style "
-            "encoders such as all-MiniLM-L6-v2)"
+            f"cannot export {model!r} ({facts.family.name} family) to GGUF: its model type "
+            f"{model_type!r} is not one this exporter maps to llama.cpp (known: {known}: {SUPPORTED})"
         )
     source = Source(model, facts, architecture)
     _check_supported(source)
@@ -91,12 +99,14 @@ def _check_supported(source: Source) -> None:
     config, problems = source.config, []
     if source.facts.defaults["default_pooling"] == "max":
         problems.append("max pooling (llama.cpp pools by mean, CLS or last token only)")
-    if source.architecture == "qwen2":
+    if source.architecture in DECODERS:
         rope = getattr(config, "rope_parameters", None) or {}
         if rope.get("rope_type", "default") != "default":
             problems.append(f"RoPE scaling {rope.get('rope_type')!r}")
         if getattr(config, "use_sliding_window", False):
             problems.append("sliding-window attention")
+        if source.architecture == "qwen3" and getattr(config, "attention_bias", False):
+            problems.append("query/key/value biases in a Qwen3 model")
     else:
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
             problems.append(f"position embeddings {config.position_embedding_type!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._library import gguf
-from .source import GGUFExportError
+from .source import DECODERS, GGUFExportError
 
 TENSOR_TYPES = {
     "f32": gguf.GGMLQuantizationType.F32,
@@ -25,7 +25,11 @@ TENSOR_TYPES = {
 }
 """The file types written here, as the type of their matrices (k-quants come from llama.cpp)."""
 
-_ARCHITECTURES = {"qwen2": gguf.MODEL_ARCH.QWEN2, "bert": gguf.MODEL_ARCH.BERT}
+_ARCHITECTURES = {
+    "qwen2": gguf.MODEL_ARCH.QWEN2,
+    "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "bert": gguf.MODEL_ARCH.BERT,
+}
 _UNUSED = ("lm_head.", "pooler.", "cls.", "embeddings.position_ids")
 """Source tensors an embedding never uses: a language-model or classifier head, BERT's pooler."""
 _KEPT_F32 = (gguf.MODEL_TENSOR.POS_EMBD, gguf.MODEL_TENSOR.TOKEN_TYPES)
@@ -84,9 +88,10 @@ def plan_tensors(
 
 
 def _canonical(architecture: str, name: str) -> str:
-    """The source name as the ``gguf`` tables spell it: Qwen2 weights with their ``model.`` prefix
-    (QZhou ships either form), BERT ones without ``bert.``, LayerNorm's old gamma/beta as weight/bias."""
-    if architecture == "qwen2":
+    """The source name as the ``gguf`` tables spell it: Qwen2 and Qwen3 weights with their ``model.``
+    prefix (QZhou ships either form; a sentence-transformers Qwen3-Embedding folder none), BERT ones
+    without ``bert.``, LayerNorm's old gamma/beta as weight/bias."""
+    if architecture in DECODERS:
         return name if name.startswith(("model.", "lm_head.")) else f"model.{name}"
     name = name.removeprefix("bert.")
     if name.endswith(".gamma"):

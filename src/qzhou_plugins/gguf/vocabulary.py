@@ -4,26 +4,43 @@ the Hugging Face tokenizer does.
 Qwen2 is a byte-level BPE (``gpt2`` with Qwen2's pre-tokenizer and merges); BERT is WordPiece
 (``bert``), whose vocabulary llama.cpp spells with a leading ``▁`` on word starts instead of a
 ``##`` on continuations. Which special tokens wrap every text is read from what the Hugging Face
-tokenizer does, not from flags in its files: QZhou adds none, BERT adds [CLS] and [SEP].
+tokenizer does, not from flags in its files: QZhou adds none, BERT adds [CLS] and [SEP], and a
+family whose vectors are read at the end token (Qwen3-Embedding, gte-Qwen2) ends every text with it,
+added by the tokenizer or, where the tokenizer adds none, by the family's rule as the torch encoder
+does (``tokenizer.ggml.add_eos_token``: llama.cpp then appends it, once).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from ..backends.llama_cpp import keys
 from ._library import gguf
-from .source import GGUFExportError, Source
+from .source import DECODERS, GGUFExportError, Source
 
 WORD_START = "\u2581"
 """llama.cpp's mark of a WordPiece token that starts a word."""
 
 
-def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """The token ids the tokenizer puts before and after every text (its special tokens)."""
-    body = tokenizer.encode("a", add_special_tokens=False)
-    full = tokenizer.encode("a", add_special_tokens=True)
+def special_affixes(source: Source) -> tuple[list[int], list[int]]:
+    """The token ids the model puts before and after every text: the tokenizer's special tokens, and
+    the end token of a family that needs one (the torch encoder's rule, the same helper)."""
+    from tokenizers import Tokenizer
+
+    from ..backends.base import ModelLoadError
+    from ..backends.local.family_settings import close_with_end_token
+
+    hf_tokenizer = source.facts.tokenizer
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # a private copy
+    tokenizer.no_padding()  # MiniLM's tokenizer.json pads every text to 128
+    tokenizer.no_truncation()
+    if source.facts.defaults.get("end_token"):
+        try:
+            close_with_end_token(tokenizer, hf_tokenizer.eos_token, source.name)
+        except ModelLoadError as error:  # no end token to close with
+            raise GGUFExportError(str(error)) from None
+    body = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a", add_special_tokens=True).ids
     for start in range(len(full) - len(body) + 1):
         if full[start : start + len(body)] == body:
             return full[:start], full[start + len(body) :]
@@ -54,16 +71,15 @@ def vocabulary(source: Source) -> tuple[list[str], list[int]]:
 def add_vocabulary(writer: gguf.GGUFWriter, source: Source) -> None:
     """Write the tokenizer of ``source`` to ``writer`` for its architecture."""
     tokens, types = vocabulary(source)
-    prefix, suffix = special_affixes(source.facts.tokenizer)
+    prefix, suffix = special_affixes(source)
     if len(prefix) > 1 or len(suffix) > 1:
         raise GGUFExportError(
             f"{source.name!r} wraps texts in {len(prefix)} + {len(suffix)} special tokens; llama.cpp adds "
             "at most one before and one after"
         )
-    special = gguf.SpecialVocab(
-        source.facts.path, load_merges=source.architecture == "qwen2", n_vocab=len(tokens)
-    )
-    if source.architecture == "qwen2":
+    decoder = source.architecture in DECODERS
+    special = gguf.SpecialVocab(source.facts.path, load_merges=decoder, n_vocab=len(tokens))
+    if decoder:
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("qwen2")
         special.add_special_token = {"bos": bool(prefix), "eos": bool(suffix)}

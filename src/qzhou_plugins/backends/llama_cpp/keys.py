@@ -13,13 +13,22 @@ This module is plain data: the exporter (which needs only the ``gguf`` package) 
 
 from __future__ import annotations
 
-FORMAT_VERSION = 1
-"""Bumped when the meaning of a key changes; a newer file is refused with a message to upgrade."""
+FORMAT_VERSION = 2
+"""Bumped when the meaning of a key changes; a newer file is refused with a message to upgrade.
+
+2: :data:`FAMILY` names a family record (:mod:`qzhou_plugins.families`), whose task tables and
+template a reader rebuilds from the name; version 1 knew only ``qzhou``, ``decoder`` and ``bert``, and
+read the template from the file. A file of one of those three families is still written as version
+1 (a reader of version 1 reads it right); any other family's file as 2, so that a reader of version
+1 refuses it instead of giving it QZhou's task instructions."""
+VERSION_1_FAMILIES = frozenset({"qzhou", "decoder", "bert"})
 
 FORMAT = "qzhou.format_version"
 FAMILY = "qzhou.family"
-"""``qzhou``, ``decoder`` or ``bert``, as :attr:`BackendFacts.family`."""
+"""The name of the model's family record, as :attr:`BackendFacts.family` (``qzhou``,
+``qwen3-embedding``, ``bert``...): the reader rebuilds the prompt style from it."""
 PROMPT_TEMPLATE = "qzhou.prompt.template"
+"""The family's instruction template, for runtimes other than ours (we rebuild it from the family)."""
 INSTRUCTED_BY_DEFAULT = "qzhou.prompt.instructed_by_default"
 SAVED_PROMPTS = "qzhou.prompt.saved_prompts"
 """JSON object: the model's own sentence-transformers prompts (query, document...)."""
@@ -52,6 +61,11 @@ INTERCHANGEABLE_TYPES = frozenset({"f32", "f16"})
 with them: min cosine >= 0.9999 on every model of ``benchmarks/bench_gguf.py`` (docs/performance.md).
 f16 does; bf16 does not (0.9996 on the tiny QZhou checkpoint: llama.cpp also rounds activations to
 bf16), nor q8_0 or q4_k_m."""
+
+
+def format_version(family: str) -> int:
+    """The lowest format version that reads a file of ``family`` right (see :data:`FORMAT_VERSION`)."""
+    return 1 if family in VERSION_1_FAMILIES else FORMAT_VERSION
 
 
 def type_name(file_type: int) -> str:

@@ -1,16 +1,19 @@
 """What a GGUF file's metadata says about encoding with it, ours and llama.cpp's keys together.
 
-A file from ``qzhou-plugins export gguf`` says everything (prompt style, family, default length,
-pooling, source); any other GGUF falls back on llama.cpp's keys alone: its architecture, whether
-its attention is causal, its pooling type, its context length, and no instructions.
+A file from ``qzhou-plugins export gguf`` says everything (family, saved prompts, default length,
+pooling, source): its prompt style is rebuilt from its family's record and its saved prompts, so that
+a file gets the same instructions as the checkpoint it came from, task tables included. Any other
+GGUF falls back on llama.cpp's keys alone: its architecture, whether its attention is causal, its
+pooling type, its context length, and no instructions.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ...families import UnknownFamilyError, family_named
 from ...instructions import PromptStyle
 from ..base import ModelLoadError
 from . import keys
@@ -58,23 +61,62 @@ def describe(path: str, metadata: dict[str, str], context_length: int) -> FileFa
         bidirectional=bidirectional,
         pooling=pooling or ("mean" if bidirectional else "last"),
         max_length=min(int(metadata.get(keys.MAX_LENGTH) or context_length), context_length),
-        prompt_style=_prompt_style(path, metadata),
+        prompt_style=_prompt_style(path, metadata, family),
         source_model=metadata.get(keys.SOURCE_MODEL) or None,
     )
 
 
-def _prompt_style(path: str, metadata: dict[str, str]) -> PromptStyle:
-    """The prompt style the file records; none (no instructions) for a file that records none."""
-    if keys.PROMPT_TEMPLATE not in metadata:
+def _prompt_style(path: str, metadata: dict[str, str], family: str) -> PromptStyle:
+    """The prompt style of the file's family with the saved prompts it records; none (no
+    instructions) for a file from elsewhere, which records no family."""
+    if keys.FAMILY not in metadata:
         return PromptStyle()
     try:
-        saved: Any = json.loads(metadata.get(keys.SAVED_PROMPTS) or "{}")
-        return PromptStyle(
-            template=metadata[keys.PROMPT_TEMPLATE],
-            instructed_by_default=metadata.get(keys.INSTRUCTED_BY_DEFAULT) == "true",
-            saved_prompts=saved,
-        )
-    except (ValueError, TypeError) as error:
+        record = family_named(family)
+    except UnknownFamilyError:
         raise ModelLoadError(
-            f"{path} has a damaged prompt style in its {keys.PROMPT_TEMPLATE} keys: {error}"
+            f"{path} is of the model family {family!r}, which this qzhou-plugins does not know: upgrade "
+            "qzhou-plugins"
+        ) from None
+    try:
+        saved: Any = json.loads(metadata.get(keys.SAVED_PROMPTS) or "{}")
+        return record.prompt_style(saved)
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ModelLoadError(
+            f"{path} has damaged saved prompts in its {keys.SAVED_PROMPTS} key: {error}"
         ) from error
+
+
+def with_family(path: str, facts: FileFacts, metadata: dict[str, str], requested: str | None) -> FileFacts:
+    """``facts`` under the caller's ``family=``: a file of ours keeps the family it was exported as (it
+    decided the file's attention, pooling and end token); a file from elsewhere takes any family of
+    its backbone whose rules the file can follow (its instructions, its attention)."""
+    if requested is None or requested == facts.family:
+        return facts
+    if keys.FAMILY in metadata:
+        raise ValueError(
+            f"family={requested!r}: {path} was exported as the {facts.family} family, which decided its "
+            "attention, pooling and end token; leave family unset (export recognises the family from "
+            "the checkpoint's files)"
+        )
+    record = family_named(requested)
+    backbone = "encoder" if facts.architecture in ENCODER_ARCHITECTURES else "decoder"
+    if record.backbone != backbone:
+        raise ValueError(
+            f"family={requested!r} is for {record.backbone} models, but {path} is a {facts.architecture} "
+            f"{backbone}; leave family unset or name a {backbone} family"
+        )
+    if record.end_token and metadata.get("tokenizer.ggml.add_eos_token") != "true":
+        raise ValueError(
+            f"family={requested!r} reads its vectors at the end token, but the tokenizer of {path} appends "
+            "none (tokenizer.ggml.add_eos_token), so they would be read at another token; export the "
+            "checkpoint with qzhou-plugins export gguf"
+        )
+    pooled = _POOLING_NAMES.get(metadata.get(f"{facts.architecture}.pooling_type", ""))
+    return replace(
+        facts,
+        family=record.name,
+        prompt_style=record.prompt_style(),
+        bidirectional=record.bidirectional or backbone == "encoder",
+        pooling=pooled or record.pooling,
+    )

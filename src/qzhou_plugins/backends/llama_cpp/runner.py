@@ -2,7 +2,8 @@
 
 tokenise with llama.cpp into the Hugging Face tokenizer's ids (:mod:`.tokens`) ->
 truncate to ``max_length`` keeping the model's own special tokens, with the usual warning -> pack
-texts into decodes of at most the token budget -> llama.cpp pools (mean) -> normalise.
+texts into decodes of at most the token budget -> llama.cpp pools (the file's pooling: mean, CLS or
+last token) -> normalise.
 
 llama-cpp-python's own ``Llama.embed`` is not used: it truncates at ``n_batch`` rather than at the
 model's length, silently, and parses no special tokens (``<|im_start|>`` in a text would become
@@ -25,7 +26,7 @@ from ..base import BackendFacts, ModelLoadError, chosen_max_length, unit_rows, w
 from .context import EmbeddingContext
 from .keys import vector_family
 from .library import GGUFModel, llama_cpp, load_model
-from .metadata import FileFacts, describe
+from .metadata import FileFacts, describe, with_family
 from .tokens import Tokenizer
 
 DEFAULT_BATCH_TOKENS = 1024
@@ -43,7 +44,8 @@ class LlamaCppBackend:
             raise ModelLoadError(f"GGUF file {config.model!r} does not exist")
         self.config = config
         self.model: GGUFModel = load_model(path, _gpu_layers(config.device))
-        self.file: FileFacts = describe(str(path), self.model.metadata, self.model.context_length)
+        described = describe(str(path), self.model.metadata, self.model.context_length)
+        self.file: FileFacts = with_family(str(path), described, self.model.metadata, config.family)
         self.max_length: int = chosen_max_length(
             config.max_length, config.model, self.model.context_length, self.file.max_length
         )
@@ -94,6 +96,7 @@ class LlamaCppBackend:
                 "weights": weights[:16],
                 "dtype": self.file.gguf_type,  # the weights type, under the key the local backend uses
                 "source_model": self.file.source_model or "",
+                "family": self.file.family,
                 "bidirectional": str(bidirectional),
                 "pooling": pooling,
                 "normalize": str(self.config.normalize),
