@@ -620,7 +620,7 @@ def test_the_function_config_is_portable_and_round_trips() -> None:
     assert config == {
         "version": 1, "model": DEMO_MODEL, "task": None, "query_prefix": "", "document_prefix": "",
         "dimension": 384, "max_length": 128, "normalize": True, "dtype": "auto", "pooling": "mean",
-        "bidirectional": None,
+        "bidirectional": None, "family": "bert", "dimensions": None,
     }  # fmt: skip
     assert json.loads(json.dumps(config)) == config
     rebuilt = QZhouEmbeddingFunction.build_from_config(config)

@@ -70,3 +70,30 @@ def _base_url(text: str) -> str:
     except ValidationError as error:
         first = error.errors()[0]
         raise argparse.ArgumentTypeError(str(first.get("ctx", {}).get("error", first["msg"]))) from None
+
+
+def add_family_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--family`` and ``--dimensions``: the model family's rules and the Matryoshka size, defined once
+    for every command that encodes, with :class:`~qzhou_plugins.EncoderConfig`'s meaning and checks."""
+    from .families import known_families
+
+    parser.add_argument(
+        "--family",
+        default=None,
+        choices=list(known_families()),
+        help="model family, whose attention, pooling, padding, end token and instructions apply "
+        "(default: recognised from the checkpoint, or from the server)",
+    )
+    parser.add_argument(
+        "--dimensions",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="Matryoshka size: keep the first N dimensions of each vector, renormalised; only for "
+        "families trained for it (Qwen3-Embedding; default: the full vector)",
+    )
+
+
+def family_options(args: argparse.Namespace) -> dict[str, object]:
+    """The encoder options of ``--family`` and ``--dimensions``: only those given."""
+    return {name: getattr(args, name) for name in ("family", "dimensions") if getattr(args, name, None)}

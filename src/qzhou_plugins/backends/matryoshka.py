@@ -17,7 +17,7 @@ import numpy as np
 from ..families import UnknownFamilyError, family_named
 from .base import Backend, BackendFacts, unit_rows
 
-__all__ = ["MatryoshkaBackend", "with_dimensions"]
+__all__ = ["MatryoshkaBackend", "cut_rows", "with_dimensions"]
 
 
 class MatryoshkaBackend:
@@ -54,8 +54,7 @@ class MatryoshkaBackend:
         return self._cut(await self.inner.aembed(texts))  # type: ignore[attr-defined]
 
     def _cut(self, rows: np.ndarray) -> np.ndarray:
-        short = np.ascontiguousarray(rows[:, : self.dimensions])
-        return unit_rows(short).astype(np.float32, copy=False) if self._facts.normalized else short
+        return cut_rows(rows, self.dimensions, self._facts.normalized)
 
     def __getattr__(self, name: str) -> Any:
         """What the runtime below offers besides the seam (its device, dtype, model) stays reachable."""
@@ -63,6 +62,13 @@ class MatryoshkaBackend:
 
     def __repr__(self) -> str:
         return f"MatryoshkaBackend({self.inner!r}, dimensions={self.dimensions})"
+
+
+def cut_rows(rows: np.ndarray, dimensions: int, normalized: bool) -> np.ndarray:
+    """The leading ``dimensions`` of each row, renormalised when the rows are ``normalized``: the one
+    cut of every Matryoshka vector (a backend's here, a served request's in the server)."""
+    short = np.ascontiguousarray(rows[:, :dimensions])
+    return unit_rows(short).astype(np.float32, copy=False) if normalized else short
 
 
 def with_dimensions(backend: Backend, dimensions: int | None) -> Backend:

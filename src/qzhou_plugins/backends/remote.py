@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..config import QZHOU_DEFAULT_MAX_LENGTH, EncoderConfig
-from ..instructions import QZHOU_PROMPT_STYLE, PromptStyle
+from ..families import ModelFamily, family_by_name, family_named, known_families
+from ..instructions import PromptStyle
 from .base import BackendFacts, unit_rows
 from .transport import Answer, RemoteBackendError, Transport
 
@@ -28,6 +29,8 @@ REQUEST_TEXTS = 64
 """Texts per request: small enough for any server's limits, large enough to batch well there."""
 CONCURRENT_REQUESTS = 4
 """Requests in flight for one call's texts (many concurrent calls are many more)."""
+SERVED_FAMILY = "served"
+"""The family of a served model whose family no one says: no instructions but the caller's own."""
 
 
 class RemoteBackend:
@@ -53,20 +56,22 @@ class RemoteBackend:
     def _learn_facts(self) -> BackendFacts:
         """The served model's facts: from our server's ``/models`` entry, else from a probe."""
         entry = self._model_entry()
-        # Our server says the family; for another server, QZhou is known by its name.
-        qzhou = entry["family"] == "qzhou" if "family" in entry else "qzhou" in self.config.model.lower()
+        family = self._family(entry)
         dimension = entry.get("dimension")
         if not isinstance(dimension, int):
             dimension = int(self._post_embeddings(["dimension probe"]).shape[1])
-        # The pooling the server applies: as it says, else as the user declares, else QZhou's own.
-        pooling = entry.get("pooling") or self.config.pooling or ("mean" if qzhou else "unknown")
+        # The pooling the server applies: as it says, else as the user declares, else its family's.
+        pooling = entry.get("pooling") or self.config.pooling or (family.pooling if family else "unknown")
+        saved = entry.get("saved_prompts")
         return BackendFacts(
             model=self.config.model,
             dimension=dimension,
             max_length=int(entry.get("max_length") or self.config.max_length or QZHOU_DEFAULT_MAX_LENGTH),
             position_limit=int(entry.get("position_limit") or entry.get("max_length") or 10**9),
-            prompt_style=QZHOU_PROMPT_STYLE if qzhou else PromptStyle(),
-            family=str(entry.get("family") or ("qzhou" if qzhou else "served")),
+            prompt_style=family.prompt_style(saved if isinstance(saved, dict) else None)
+            if family is not None
+            else PromptStyle(),
+            family=family.name if family is not None else SERVED_FAMILY,
             pooling=str(pooling),
             normalized=self.config.normalize,
             fingerprint={
@@ -77,6 +82,22 @@ class RemoteBackend:
                 "normalize": str(self.config.normalize),
             },
         )
+
+    def _family(self, entry: dict[str, Any]) -> ModelFamily | None:
+        """The served model's family: as our server says (``/models``), else as the caller names it
+        (``family=``), else as the model's name says (the records' names), else unknown (None)."""
+        said = entry.get("family")
+        if isinstance(said, str) and said in known_families():
+            if self.config.family is not None and self.config.family != said:
+                raise ValueError(
+                    f"family={self.config.family!r}, but the server at {self.base_url} serves "
+                    f"{self.config.model!r} as a {said!r} model: leave family unset, or serve it with "
+                    f"--family {self.config.family}"
+                )
+            return family_named(said)
+        if self.config.family is not None:
+            return family_named(self.config.family)
+        return family_by_name(self.config.model)
 
     def _model_entry(self) -> dict[str, Any]:
         """This model's entry of ``GET /models`` ({} when the server does not list it)."""

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..arguments import add_base_url, positive
+from ..arguments import add_base_url, add_family_options, family_options, positive
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE
 from ..ray_cluster import LOCAL
 from .choices import DEFAULT_SHARD_ROWS, EXPORT_PRECISIONS, SIDES, STORAGE_DTYPES
@@ -72,6 +72,7 @@ def add_embed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--max-length", type=positive(int), help="tokens per text before truncation")
     parser.add_argument("--batch-tokens", type=positive(int), help="token budget of one forward pass")
     parser.add_argument("--device", help="torch device (default: CUDA when present)")
+    add_family_options(parser)
     parser.add_argument("--shard-rows", type=positive(int), default=DEFAULT_SHARD_ROWS, help="rows per shard")
     parser.add_argument("--with-text", action="store_true", help="also store each row's text")
     parser.add_argument(
@@ -114,6 +115,7 @@ def embed_from_arguments(args: argparse.Namespace) -> int:
         for name in ("max_length", "batch_tokens", "device", "base_url")
         if getattr(args, name) is not None
     }
+    options.update(family_options(args))
     result = embed_corpus(
         args.source,
         args.out,

@@ -12,8 +12,9 @@ Exactly-once comes from three rules rather than from a job log that could disagr
 The manifest (``_manifest.json``; the leading underscore keeps ``pyarrow`` from reading it as data) is
 derived from the shards at the end of a run, never trusted over them. Every shard carries the
 fingerprint of the vectors (model, dimension, side, the exact prefix, normalisation, pooling,
-``max_length``, storage dtype) in its parquet schema metadata, so that vectors of another model or
-instruction are never mixed into an output, and a reader needs nothing but ``pyarrow``.
+``max_length``, storage dtype, the runtime's vector family, the model family, the Matryoshka size) in
+its parquet schema metadata, so that vectors of another model or instruction are never mixed into an
+output, and a reader needs nothing but ``pyarrow``.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ SHARD_PREFIX = "part-"
 METADATA_COLUMN = "metadata"
 COMPARED_KEYS = (
     "format", "model", "dimension", "side", "prefix", "query_prefix", "document_prefix",
-    "normalize", "pooling", "max_length", "dtype", "text_column",
+    "normalize", "pooling", "max_length", "dtype", "text_column", "vector_family", "family", "dimensions",
 )  # fmt: skip
-"""What must be equal for two runs to write into one output (what decides the stored vectors)."""
+"""What must be equal for two runs to write into one output (what decides the stored vectors). Outputs
+written before ``vector_family``, ``family`` and ``dimensions`` were recorded lack them: a key that
+one side lacks is not compared (:func:`differences`)."""
 EARLY_KEYS = ("format", "model", "side", "dtype", "text_column")
 """The part of :data:`COMPARED_KEYS` known before a model is loaded: checked first, for free."""
 
@@ -83,6 +86,12 @@ def make_fingerprint(
         "text_column": text_column,
         "model_dtype": facts.fingerprint.get("dtype"),
         "backend": facts.fingerprint.get("backend"),
+        # Which runtime's vectors (a quantised GGUF file's are not the torch encoder's), the model
+        # family whose rules made them, and the Matryoshka size (None: the full vector).
+        "vector_family": facts.vector_family,
+        "source_model": facts.source_model,
+        "family": facts.family,
+        "dimensions": int(facts.fingerprint["dimensions"]) if "dimensions" in facts.fingerprint else None,
     }
 
 

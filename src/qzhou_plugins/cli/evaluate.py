@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..arguments import add_base_url, positive_int
+from ..arguments import add_base_url, add_family_options, family_options, positive_int
 from ..config import DEFAULT_MODEL, EncoderConfig
 from ..evaluation.second_stage import DEFAULT_RERANK_DEPTH
 from .errors import UsageError, one_line
@@ -98,6 +98,7 @@ def _encoder_options(parser: argparse.ArgumentParser) -> None:
         help="keep the vectors in DIR (the `cache` extra), keyed by the model and the exact text, so "
         "that a rerun over the same texts, with another task or metric, does not embed them again",
     )
+    add_family_options(parser)
     add_base_url(parser)
 
 
@@ -175,6 +176,7 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {name: getattr(args, name) for name in ("device", "dtype", "max_length", "cache_dir")}
     options = {name: value for name, value in options.items() if value is not None}
     options.update(remote_options(args))
+    options.update(family_options(args))
     if args.task is not None:
         try:
             resolve_task(args.task)

@@ -15,7 +15,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from ..arguments import positive_int
+from ..arguments import add_family_options, positive_int
 from ..config import DEFAULT_MODEL, DType
 from ..ray_cluster import LOCAL
 from .settings import LogLevel, ServerSettings
@@ -63,6 +63,7 @@ def _add_model_arguments(group: argparse._ArgumentGroup) -> None:
         help="weights dtype (default: bf16 on CUDA, fp32 on CPU)",
     )
     add("--max-length", type=positive_int, default=None, help="tokens per text (default: the model's)")
+    add_family_options(group)
 
 
 def _add_network_arguments(group: argparse._ArgumentGroup) -> None:
@@ -151,6 +152,8 @@ def settings_from_arguments(args: argparse.Namespace) -> ServerSettings:
         device=args.device,
         dtype=args.dtype,
         max_length=args.max_length,
+        family=args.family,
+        dimensions=args.dimensions,
         max_batch_tokens=args.max_batch_tokens,
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,

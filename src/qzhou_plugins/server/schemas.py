@@ -29,7 +29,9 @@ class EmbeddingRequest(BaseModel):
     )
     user: str | None = Field(default=None, description="Accepted for compatibility; not used.")
     dimensions: StrictInt | None = Field(
-        default=None, description="Only the model's own dimension is accepted: it is not a Matryoshka model."
+        default=None,
+        description="Matryoshka size: the first N dimensions, renormalised; only for a model whose family "
+        "was trained for it (matryoshka_min in /v1/models), else only its own dimension. None: the full one.",
     )
     input_type: InputType | None = Field(
         default=None, description="Which side the texts are on; None: the model alias decides (document)."
@@ -118,8 +120,13 @@ class ModelCard(BaseModel):
     input_type: InputType | None = None
     dimension: int | None = None
     family: str | None = None
-    """``qzhou``, ``decoder`` or ``bert``: a remote client picks QZhou's instructions from it."""
+    """The model family's record name (``qzhou``, ``qwen3-embedding``, ... ``decoder``, ``bert``): a
+    remote client applies that family's instructions, as :mod:`qzhou_plugins.families` says."""
     pooling: str | None = None
+    saved_prompts: dict[str, str] | None = None
+    """The checkpoint's own sentence-transformers prompts, which its family's prompt style uses."""
+    matryoshka_min: int | None = None
+    """The smallest ``dimensions`` a request may ask for (absent: the vectors may not be cut)."""
 
 
 class ModelList(BaseModel):

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.matryoshka import cut_rows
 from ..encoder import Encoder
+from ..families import known_families
 from ..instructions import TaskLike
 from ..validation import validate_texts
 from .errors import ApiError, unavailable
@@ -241,14 +243,7 @@ class EmbeddingService:
         """The JSON body of the answer to ``request`` (see :func:`embedding_body`)."""
         encoder, queue = self.ready()
         side = self.side(request.model, request.input_type)
-        if request.dimensions is not None and request.dimensions != encoder.dimension:
-            raise ApiError(
-                400,
-                f"dimensions={request.dimensions} is not available: this model is not a Matryoshka model and "
-                f"its vectors have {encoder.dimension} dimensions (leave dimensions out)",
-                code="dimensions_unsupported",
-                param="dimensions",
-            )
+        dimensions = self.dimensions(request.dimensions)
         with queue.arriving():
             texts = self.input_texts(request.input)
             query_prefix, document_prefix = self.prefixes(request.task)
@@ -258,15 +253,40 @@ class EmbeddingService:
                 rows = queue.enqueue(texts, prefixes, tokens)
         with core_errors("input"):
             vectors = await rows
+        if dimensions is not None:
+            vectors = cut_rows(vectors, dimensions, encoder.facts.normalized)
         model = request.model or self.settings.name
         render = functools.partial(embedding_body, vectors, request.encoding_format, model, tokens)
         # Writing a million floats as JSON takes a while: not on the event loop.
         return render() if vectors.size < LARGE_RESPONSE else await asyncio.to_thread(render)
 
+    def dimensions(self, asked: int | None) -> int | None:
+        """The Matryoshka size a request asks for (None: the served width), or a 400 naming the problem:
+        checked by the model family's record, as ``Encoder(dimensions=...)`` is."""
+        encoder, _ = self.ready()
+        if asked is None or asked == encoder.dimension:
+            return None
+        family = known_families().get(encoder.family)
+        try:
+            if family is None:
+                raise ValueError(f"the family of this model is not known ({encoder.family!r})")
+            family.check_dimensions(asked, encoder.dimension, self.settings.name)
+        except ValueError as error:
+            not_matryoshka = family is None or family.matryoshka_min is None
+            raise ApiError(
+                400,
+                ("this model is not a Matryoshka model: " if not_matryoshka else "") + str(error),
+                code="dimensions_unsupported" if not_matryoshka else "invalid_dimensions",
+                param="dimensions",
+            ) from None
+        return asked
+
     # -- models -------------------------------------------------------------------------------------
 
     def models(self) -> dict[str, Any]:
         encoder, _ = self.ready()
+        family = known_families().get(encoder.family)
+        matryoshka_min = family.matryoshka_min if family is not None else None
         cards = [
             {
                 "id": name,
@@ -281,6 +301,9 @@ class EmbeddingService:
                 "position_limit": encoder.facts.position_limit,
                 "family": encoder.family,
                 "pooling": encoder.pooling,
+                # What a remote client rebuilds the same prompts and Matryoshka checks from.
+                "saved_prompts": dict(encoder.facts.prompt_style.saved_prompts),
+                "matryoshka_min": matryoshka_min,
             }
             for name, side in ((self.settings.name, "document"), (self.settings.query_name, "query"))
         ]

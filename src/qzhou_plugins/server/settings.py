@@ -43,6 +43,12 @@ class ServerSettings(BaseModel):
     device: str | None = None
     dtype: DType = "auto"
     max_length: StrictCount | None = Field(default=None, gt=0)
+    family: str | None = Field(
+        default=None, description="The model family; None: recognised from the checkpoint."
+    )
+    dimensions: StrictCount | None = Field(
+        default=None, gt=0, description="Matryoshka size of every vector served; None: the full vector."
+    )
     max_batch_tokens: StrictCount | None = Field(
         default=None, gt=0, description="Token budget of one forward pass and of one coalesced batch."
     )
@@ -101,8 +107,9 @@ class ServerSettings(BaseModel):
     def encoder_config(self) -> EncoderConfig:
         """The one encoder this server loads; the batch budget only when given (else the core's)."""
         options: dict[str, object] = {"model": self.model, "device": self.device, "dtype": self.dtype}
-        if self.max_length is not None:
-            options["max_length"] = self.max_length
+        for name in ("max_length", "family", "dimensions"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
         if self.max_batch_tokens is not None:
             options["batch_tokens"] = self.max_batch_tokens
         return EncoderConfig(**options)  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from .fingerprint import (
     REFERENCE_VECTORS,
     check_config,
     fingerprint_differences,
+    recorded_family,
     task_from_config,
     task_to_config,
 )
@@ -68,6 +69,8 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         self._prefixes = (query_prefix, document_prefix) if recorded else None
         self._expected_dimension = dimension
         self._vectors = vectors
+        self._recorded = False
+        """Built from a record: its options (a family of None included) are what it says."""
         self._encoder: Encoder | None = None
 
     @classmethod
@@ -167,6 +170,8 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         options = self._encoder_config.model_dump(include=set(PERSISTED_OPTIONS))
         if options["pooling"] is None:
             options["pooling"] = self.encoder.pooling
+        if options["family"] is None and not self._recorded:
+            options["family"] = recorded_family(self.encoder.family)
         source_model, vector_family = self.vectors
         return {
             "version": CONFIG_VERSION,
@@ -185,7 +190,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
     def build_from_config(config: dict[str, Any]) -> QZhouEmbeddingFunction:
         check_config(config)
         options = {key: config[key] for key in PERSISTED_OPTIONS if key in config}
-        return QZhouEmbeddingFunction(
+        function = QZhouEmbeddingFunction(
             config["model"],
             task=task_from_config(config.get("task")),
             query_prefix=config["query_prefix"],
@@ -194,6 +199,8 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
             vectors=(config.get("source_model"), config.get("vector_family") or REFERENCE_VECTORS),
             **options,
         )
+        function._recorded = True
+        return function
 
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:

@@ -2,10 +2,11 @@
 
 Chroma persists an embedding function's ``name()`` and ``get_config()`` with the collection. The
 config says everything that decides the vectors (model, the exact query and document prefixes,
-pooling, normalisation, dimension) and nothing that only describes a machine (device, batch budget,
-attention kernel). Its *fingerprint*, the part that must be equal for new vectors to be comparable
-with the stored ones, is also copied into the collection metadata at creation, because Chroma
-rewrites the config on ``collection.modify`` before it asks the function whether it may.
+pooling, normalisation, dimension, the model family and its Matryoshka size) and nothing that only
+describes a machine (device, batch budget, attention kernel). Its *fingerprint*, the part that must
+be equal for new vectors to be comparable with the stored ones, is also copied into the collection
+metadata at creation, because Chroma rewrites the config on ``collection.modify`` before it asks the
+function whether it may.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from chromadb.api.models.Collection import Collection
 
+from ...families import known_families
 from ...instructions import Task, TaskLike, TaskType
 
 EMBEDDING_FUNCTION_NAME = "qzhou"
@@ -24,8 +26,11 @@ EMBEDDING_FUNCTION_NAME = "qzhou"
 
 CONFIG_VERSION = 1
 
-PERSISTED_OPTIONS = ("max_length", "normalize", "dtype", "pooling", "bidirectional")
-"""Encoder options that change the vectors: recorded in the collection and replayed on reopening."""
+PERSISTED_OPTIONS = ("max_length", "normalize", "dtype", "pooling", "bidirectional", "family", "dimensions")
+"""Encoder options that change the vectors: recorded in the collection and replayed on reopening.
+``family`` is recorded as the model's (None for a served model of unknown family), so that a query
+never embeds with another family's rules; ``dimensions`` is the Matryoshka size (None: the full one).
+Collections made before they existed record neither: theirs are what the model gives now."""
 
 FINGERPRINT_KEYS = (
     "model",
@@ -35,6 +40,7 @@ FINGERPRINT_KEYS = (
     "pooling",
     "normalize",
     "vector_family",
+    "family",
 )
 """What must be equal for new vectors to be comparable with the stored ones. ``model`` is the model the
 vectors come from: for a GGUF file, the checkpoint it was exported from (``source_model``), so that a
@@ -62,6 +68,8 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "bidirectional": (bool, type(None)),
     "source_model": (str,),
     "vector_family": (str,),
+    "family": (str, type(None)),
+    "dimensions": (int, type(None)),
 }
 
 
@@ -95,6 +103,12 @@ def same_model(first: str, second: str) -> bool:
     return all(path.is_dir() for path in paths) and paths[0].resolve() == paths[1].resolve()
 
 
+def recorded_family(family: str) -> str | None:
+    """A model's family as a collection records it: None for a served model of unknown family (there
+    are no rules to replay, and ``family="served"`` names no record)."""
+    return family if family in known_families() else None
+
+
 def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an embedding function config that decides whether two vectors are comparable."""
     found = {key: config.get(key) for key in FINGERPRINT_KEYS}
@@ -114,6 +128,8 @@ def fingerprint_differences(
     for key in FINGERPRINT_KEYS:
         old, new = before[key], after[key]
         equal = same_model(old, new) if key == "model" and old and new else old == new
+        if key == "family" and (old is None or new is None):
+            equal = True  # not recorded (an older collection, a served model of unknown family)
         if not equal:
             lines.append(f"{key.replace('_', ' ')}: {labels[0]} {old!r}, {labels[1]} {new!r}")
             if key == "vector_family":
@@ -121,6 +137,10 @@ def fingerprint_differences(
                     f" ({REFERENCE_VECTORS!r}: the torch encoder and GGUF types measured interchangeable "
                     "with it; a quantised GGUF type's vectors are another family)"
                 )
+            if key == "family":
+                lines[-1] += " (its attention, pooling and instructions; family= names one)"
+            if key == "dimension" and (recorded.get("dimensions") or wanted.get("dimensions")):
+                lines[-1] += " (dimensions= cuts a Matryoshka model's vectors to that size)"
     return lines
 
 

@@ -40,6 +40,7 @@ from .fingerprint import (
     check_config,
     fingerprint_differences,
     recorded_config,
+    recorded_family,
 )
 from .lexical_record import creation_settings, settle_settings
 from .metadata import checked_metadata
@@ -77,7 +78,12 @@ def output_config(output: Output) -> dict[str, Any]:
         "task": recorded.get("task"),
         **{key: recorded.get(key) for key in ("query_prefix", "document_prefix", "dimension")},
         **{key: recorded.get(key) for key in ("max_length", "normalize", "pooling")},
+        # Recorded by newer outputs only: an older one says none, and is taken as the model's now.
+        **{key: recorded[key] for key in ("family", "dimensions", "vector_family") if key in recorded},
+        **({"source_model": recorded["source_model"]} if recorded.get("source_model") else {}),
     }
+    if config.get("family") is not None:
+        config["family"] = recorded_family(config["family"])
     check_config(config)  # a damaged fingerprint is named here, not deep inside Chroma
     return config
 
