@@ -191,9 +191,10 @@ def test_the_name_rule_is_chromas_own(client: ClientAPI) -> None:
 def test_a_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "notes.txt"
     file.write_text("not a database")
-    with pytest.raises(ValueError, match=r"path is a file, not a folder.*notes\.txt"):
+    with pytest.raises(ValueError, match=r"path must be a folder \(an embedded Chroma database is one, "
+                       r"created if missing\), and '.*notes\.txt' is a file; give another path"):  # fmt: skip
         QZhouCollection.open("notes", path=file, model=DEMO_MODEL)
-    with pytest.raises(ValueError, match=r"notes\.txt'?, on the way to path, is a file"):
+    with pytest.raises(ValueError, match=r"notes\.txt', on the way to '.*notes\.txt/db', is a file"):
         QZhouCollection.open("notes", path=file / "db", model=DEMO_MODEL)
     with pytest.raises(TypeError, match="path must be a folder name"):
         QZhouCollection.open("notes", path=7, model=DEMO_MODEL)  # type: ignore[arg-type]
@@ -257,6 +258,37 @@ def test_a_text_of_one_over_long_word_is_reported_on_the_collection_path(
         collection.add([*TEXTS, "x" * 150])
     reported = [r.getMessage() for r in caplog.records if "mostly unknown tokens" in r.getMessage()]
     assert len(reported) == 1 and "1 of 4 texts" in reported[0] and "'xxxxx" in reported[0], reported
+
+
+def test_a_text_that_is_one_unknown_token_is_reported_alone(
+    collection: QZhouCollection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run of emoji with no space is one word over WordPiece's 100-character limit: the whole text is
+    one unknown token, and every such text would get the same vector."""
+    with caplog.at_level("WARNING", logger="qzhou_plugins"):
+        collection.add(["\U0001f375" * 101])
+    reported = [r.getMessage() for r in caplog.records if "mostly unknown tokens" in r.getMessage()]
+    assert len(reported) == 1 and "1 of 1 texts" in reported[0], reported
+
+
+@pytest.mark.parametrize("as_path", [True, False])
+def test_a_model_given_as_a_path_opens_new_and_existing_collections(
+    tmp_path: Path, minilm_path: str, as_path: bool
+) -> None:
+    """``model=Path(...)`` is recorded and compared as its text, on every path through ``open``:
+    creating, reopening (with a Path or the text), re-embedding; a model of another type is named."""
+    model = Path(minilm_path)
+    created = QZhouCollection.open("by-path", path=tmp_path, model=model if as_path else minilm_path)
+    assert created.model == minilm_path
+    created.add(["Green tea is brewed at 70 to 80 degrees."])
+    for given in (model, minilm_path, Path(minilm_path + "/.")):  # another spelling of the same folder
+        reopened = QZhouCollection.open("by-path", path=tmp_path, model=given, create=False)
+        assert reopened.count() == 1 and reopened.model == minilm_path
+    copy = reopened.reembed(model=model, new_name="by-path-copy")
+    assert copy.count() == 1 and copy.model == minilm_path
+    with pytest.raises(TypeError, match=r"model must be a hub id or a local folder \(a str or an "
+                       r"os\.PathLike\), not int"):  # fmt: skip
+        QZhouCollection.open("by-path", path=tmp_path, model=7)  # type: ignore[arg-type]
 
 
 def test_show_progress_must_be_a_bool(collection: QZhouCollection) -> None:

@@ -3,6 +3,7 @@ query it, index again (nothing doubles), evaluate, and fail with one-line errors
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -216,6 +217,21 @@ def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.Capture
             "argument --max-length: must be a positive integer, not -1",
         ),
         (["index", "{tmp}/fifo.txt", "-c", "x", "--db", "{tmp}/db"], 2, "fifo.txt: not a regular file"),
+        # a --db that is a file: our words, not Chroma's 'File exists (os error 17)'
+        (
+            ["index", "{examples}", "-c", "x", "--db", "{tmp}/good.tsv"],
+            2,
+            "error: --db must be a folder (an embedded Chroma database is one, created if missing), "
+            "and '{tmp}/good.tsv' is a file; give another --db",
+        ),
+        (["query", "tea", "-c", "x", "--db", "{tmp}/good.tsv/db"], 2, "'{tmp}/good.tsv', on the way to"),
+        (["load", "{tmp}/absent", "-c", "x", "--db", "{tmp}/good.tsv"], 2, "--db must be a folder"),
+        (
+            ["query", "tea \udcff", "-c", "tea", "--db", "{tmp}/db"],
+            2,
+            "error: the query text must be valid Unicode: it holds a lone surrogate '\\udcff' at character 4 "
+            "(it stands for the byte 0xff, which is not UTF-8",
+        ),
         (["eval", "nonsense", "x"], 2, "invalid choice: 'nonsense'"),
         (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     ],
@@ -234,7 +250,8 @@ def test_errors_are_one_line_with_exit_codes(
     filled = [arg.format(tmp=tmp_path, examples=EXAMPLES) for arg in argv]
     got, _out, err = run(capsys, *filled)
     assert got == code, err
-    assert message in assert_one_line_error(err)
+    assert message.replace("{tmp}", str(tmp_path)) in assert_one_line_error(err)
+    assert (tmp_path / "good.tsv").read_text("utf-8") == "a\tb\t1\nc\td\t2\n"  # a --db file is left as it was
     assert not (tmp_path / "absent-db").exists()  # a query never creates a database
 
 
@@ -262,6 +279,11 @@ GOOD_LINE = json.dumps({"text": "Green tea is brewed at 70 to 80 degrees.", "cat
         ('{"text": "tea \\ud800"}', "docs.jsonl:2: the 'text' field holds a lone surrogate"),
         ('{"text": "tea", "by": "\\udfff"}', "docs.jsonl:2: field 'by' holds a lone surrogate"),
         ('{"text": "tea" "x"}', "docs.jsonl:2: not valid JSON"),
+        ('{"text": "tea", "$g": 1}', "docs.jsonl:2: metadata has the key '$g': Chroma reserves"),
+        (
+            '{"text": "tea", "source": "a", "record_source": "b"}',
+            "docs.jsonl:2: fields 'source' and 'record_source' would both be stored as 'record_source'",
+        ),
     ],
 )
 def test_bad_jsonl_documents_are_refused_by_file_line_and_field(
@@ -325,6 +347,72 @@ def test_a_read_error_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, _, err = run(capsys, "index", tmp_path / "mem.txt", "-c", "docs", "--db", tmp_path / "db")
     assert code == 1
     assert f"{tmp_path / 'mem.txt'}: cannot be read (Input/output error)" in assert_one_line_error(err)
+
+
+def test_an_io_error_on_one_document_names_it_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO while reading one file of a folder: as any file that cannot be read (a file that is not
+    UTF-8 too), the command stops before the model is loaded, naming that file (exit code 1)."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Green tea is brewed at 70 to 80 degrees.", "utf-8")
+    (folder / "b.txt").write_text("Black tea takes boiling water.", "utf-8")
+    bad = folder / "b.txt"
+    read_bytes = Path.read_bytes
+
+    def failing_read(self: Path) -> bytes:
+        if self == bad:
+            raise OSError(errno.EIO, "Input/output error")  # as a failing disk gives it: no file name
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read)
+    code, out, err = run(capsys, "index", folder, "-c", "docs", "--db", tmp_path / "db")
+    assert (code, out) == (1, "")
+    assert assert_one_line_error(err) == f"error: {bad}: cannot be read (Input/output error)"
+    assert not (tmp_path / "db").exists()
+
+
+def test_an_io_error_while_finding_the_documents_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EIO on a file's entry while the folder is walked: the same words and exit code as when reading."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Green tea.", "utf-8")
+    (folder / "b.txt").write_text("Black tea.", "utf-8")
+    bad = folder / "b.txt"
+    stat = Path.stat
+
+    def failing_stat(self: Path, **options: object) -> os.stat_result:
+        if self == bad:
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return stat(self, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "stat", failing_stat)
+    code, _, err = run(capsys, "index", folder, "-c", "docs", "--db", tmp_path / "db")
+    assert code == 1
+    assert assert_one_line_error(err) == f"error: {bad}: cannot be read (Input/output error)"
+    assert not (tmp_path / "db").exists()
+
+
+def test_a_query_argument_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 on the command line reaches Python as a lone surrogate (surrogateescape):
+    refused in the words of the Python API before any model is loaded, not by the tokenizer."""
+    script = Path(sys.executable).parent / "qzhou-plugins"
+    done = subprocess.run(
+        [os.fsencode(script), b"query", b"tea \xff", b"-c", b"tea", b"--db", os.fsencode(tmp_path)],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "LC_ALL": "C.UTF-8"},
+    )
+    err = done.stderr.decode("utf-8", "backslashreplace")
+    assert done.returncode == 2, err
+    assert err.strip() == (
+        "error: the query text must be valid Unicode: it holds a lone surrogate '\\udcff' at character 4 (it "
+        "stands for the byte 0xff, which is not UTF-8: Python keeps such a byte of a command-line argument "
+        "or a file name so); decode the source with errors='replace' or fix it"
+    )
 
 
 def test_only_binary_files_is_a_failure_that_names_them(

@@ -117,6 +117,30 @@ def test_a_text_of_mostly_unknown_tokens_is_reported(
     assert "unknown tokens" not in caplog.text
 
 
+def test_a_long_unknown_word_after_a_prefix_is_reported(
+    minilm: Encoder, minilm_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After an instruction the one unknown token of a 101-character word is a small share of the
+    tokens, yet the vector is the instruction's alone, the same for every such text: it is reported
+    by the characters it stands for. One unknown character in a sentence is not."""
+    prefix = "Represent this sentence for searching relevant passages: "
+    for text in ("\U0001f375" * 101, "y" * 120):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="qzhou_plugins"):
+            minilm.encode_with_prefix([text, "green tea and black tea"], prefix)
+        messages = [r.getMessage() for r in caplog.records if "unknown tokens" in r.getMessage()]
+        assert len(messages) == 1 and "1 of 2 texts" in messages[0], messages
+    caplog.clear()
+    sentence = "green tea \u2603 and black tea are both drunk in winter"
+    from tokenizers import Tokenizer
+
+    tokens = Tokenizer.from_file(str(Path(minilm_path) / "tokenizer.json")).encode(sentence).tokens
+    assert "[UNK]" in tokens  # the snowman is not in the vocabulary: the case is real
+    with caplog.at_level(logging.WARNING, logger="qzhou_plugins"):
+        minilm.encode_with_prefix([sentence], prefix)
+    assert "unknown tokens" not in caplog.text
+
+
 def test_devices_that_cannot_compute_are_refused() -> None:
     with pytest.raises(ValueError, match="device 'meta' holds no data"):
         EncoderConfig(model=DEMO_MODEL, device="meta")
@@ -142,6 +166,7 @@ def test_an_encoder_accepts_a_mapping_and_a_path(minilm_path: str) -> None:
     assert Encoder({"model": DEMO_MODEL}).dimension == 384
     config = EncoderConfig(model=Path(minilm_path))
     assert config.model == minilm_path and isinstance(config.model, str)
+    assert Encoder(model=Path(minilm_path)).config.model == minilm_path
     with pytest.raises(TypeError, match="not list"):
         Encoder([DEMO_MODEL])  # type: ignore[arg-type]
 

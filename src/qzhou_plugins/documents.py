@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .jsonlines import json_objects_in_text
 from .lexical.analyzers import CJK_RUN
-from .metadata import INT64_MAX, INT64_MIN
+from .metadata import INT64_MAX, INT64_MIN, check_metadata
 from .validation import find_lone_surrogate, has_content
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".jsonl")
@@ -53,6 +53,10 @@ _RESERVED_PREFIX = "chroma:"
 
 class DocumentError(ValueError):
     """A document cannot be found, read or used as it is; the message names the file (and line)."""
+
+
+class UnreadableDocumentError(DocumentError):
+    """A file or folder cannot be read (an I/O error): a failure while working, not a wrong path."""
 
 
 class BinaryDocumentError(DocumentError):
@@ -109,32 +113,40 @@ def find_files(paths: Sequence[str | Path]) -> list[Path]:
     """
     files: list[Path] = []
     for given in paths:
-        path = Path(given)
-        if path.is_file():
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                raise DocumentError(
-                    f"{given}: unsupported file type (index reads {', '.join(SUPPORTED_SUFFIXES)})"
-                )
-            files.append(path)
-        elif path.is_dir():
-            found = sorted(
-                candidate
-                for candidate in path.rglob("*")
-                if candidate.is_file()
-                and candidate.suffix.lower() in SUPPORTED_SUFFIXES
-                and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
-            )
-            if not found:
-                raise DocumentError(f"{given}: no {', '.join(SUPPORTED_SUFFIXES)} files in this folder")
-            files.extend(found)
-        elif path.exists():
-            raise DocumentError(f"{given}: not a regular file or a folder")
-        else:
-            raise DocumentError(f"{given}: no such file or folder")
+        try:
+            files.extend(_files_of(Path(given), given))
+        except OSError as error:  # an I/O error on a file's or folder's entry: as when reading a file
+            raise UnreadableDocumentError(
+                f"{error.filename or given}: cannot be read ({error.strerror or error})"
+            ) from None
     unique: dict[Path, Path] = {}
     for file in files:
         unique.setdefault(file.resolve(), file)
     return list(unique.values())
+
+
+def _files_of(path: Path, given: str | Path) -> list[Path]:
+    """The file ``given`` names, or the supported files under the folder it names."""
+    if path.is_file():
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise DocumentError(
+                f"{given}: unsupported file type (index reads {', '.join(SUPPORTED_SUFFIXES)})"
+            )
+        return [path]
+    if path.is_dir():
+        found = sorted(
+            candidate
+            for candidate in path.rglob("*")
+            if candidate.is_file()
+            and candidate.suffix.lower() in SUPPORTED_SUFFIXES
+            and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
+        )
+        if not found:
+            raise DocumentError(f"{given}: no {', '.join(SUPPORTED_SUFFIXES)} files in this folder")
+        return found
+    if path.exists():
+        raise DocumentError(f"{given}: not a regular file or a folder")
+    raise DocumentError(f"{given}: no such file or folder")
 
 
 def read_documents(files: Sequence[Path], chunk_size: int, chunk_overlap: int) -> Documents:
@@ -228,7 +240,7 @@ def read_text(file: Path) -> str:
     try:
         data = file.read_bytes()
     except OSError as error:
-        raise DocumentError(f"{file}: cannot be read ({error.strerror or error})") from None
+        raise UnreadableDocumentError(f"{file}: cannot be read ({error.strerror or error})") from None
     if b"\0" in data:
         raise BinaryDocumentError(
             f"{file}: skipped, a binary file (it holds NUL bytes; UTF-16 text must be converted to UTF-8)"
@@ -259,11 +271,14 @@ def metadata_fields(record: dict[str, Any], where: str, *, ours: Sequence[str] =
     """A record's fields as Chroma metadata: scalars as they are, anything else as JSON text.
 
     A field named like one of ``ours`` (the keys a chunk's metadata adds: ``source``, ``line``,
-    ``chunk``) or like Chroma's reserved keys is kept as ``record_<name>``. A value Chroma would
+    ``chunk``) or like Chroma's reserved ``chroma:`` keys is kept as ``record_<name>``; a record that
+    also has a field of that name is refused, as one of the two would be lost. A value Chroma would
     change (NaN and infinities are stored as nothing, integers beyond 64 bits as floats) is refused,
-    naming ``where`` and the field.
+    naming ``where`` and the field; so is anything else ``QZhouCollection.add`` would refuse (a key
+    starting with ``#`` or ``$``), here, where the message can name the file and line.
     """
     fields: Metadata = {}
+    given: dict[str, str] = {}  # the name each field is stored under -> the field's own name
     for key, value in record.items():
         if not key.strip():
             raise DocumentError(f"{where}: a field has an empty name ({key!r}); Chroma needs a name")
@@ -271,10 +286,20 @@ def metadata_fields(record: dict[str, Any], where: str, *, ours: Sequence[str] =
         _check_value(value, where, key)
         reserved = key in ours or key.startswith(_RESERVED_PREFIX)
         name = f"record_{key}" if reserved else key
+        if name in given:
+            raise DocumentError(
+                f"{where}: fields {given[name]!r} and {key!r} would both be stored as {name!r} (one would be "
+                "lost); rename one"
+            )
+        given[name] = key
         if isinstance(value, (str, int, float, bool)):
             fields[name] = value
         else:
             fields[name] = json.dumps(value, ensure_ascii=False)
+    try:
+        check_metadata(fields, f"{where}: metadata")  # the rules of QZhouCollection.add, named here
+    except (TypeError, ValueError) as error:
+        raise DocumentError(str(error)) from None
     return fields
 
 

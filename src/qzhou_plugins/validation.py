@@ -94,8 +94,8 @@ def validate_texts(texts: Any, *, what: str = "texts") -> list[str]:
         assert at is not None
         raise ValueError(
             f"{what} must be valid Unicode: position(s) {positions(broken)} hold a lone surrogate "
-            f"(the first, {first[at]!r}, at character {at} of position {broken[0]}); decode the source "
-            "with errors='replace' or fix it"
+            f"(the first, {first[at]!r}, at character {at} of position {broken[0]}){_byte_note(first[at])}; "
+            f"{_SURROGATE_ADVICE}"
         )
     invisible = [i for i, t in enumerate(items) if not has_content(t)]
     if invisible:
@@ -110,7 +110,29 @@ def validate_text(text: Any, *, what: str = "query") -> str:
     """One text (a query), checked as :func:`validate_texts` checks each item of a list."""
     if not isinstance(text, str):
         raise TypeError(f"{what} must be a string, not {type(text).__name__}")
+    at = find_lone_surrogate(text)
+    if at is not None:  # said of one text, not of "position(s) 0" of a list the caller never gave
+        raise ValueError(
+            f"{what} must be valid Unicode: it holds a lone surrogate {text[at]!r} at character "
+            f"{at}{_byte_note(text[at])}; {_SURROGATE_ADVICE}"
+        )
     return validate_texts([text], what=what)[0]
+
+
+_SURROGATE_ADVICE = "decode the source with errors='replace' or fix it"
+
+
+def _byte_note(character: str) -> str:
+    """What a surrogate of U+DC80..U+DCFF is: a byte that was not UTF-8, kept by ``surrogateescape``
+    (how Python reads a command-line argument, a file name or an environment variable it cannot
+    decode), so that the user looks at the encoding of what they typed rather than at their text."""
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:
+        return (
+            f" (it stands for the byte 0x{code - 0xDC00:02x}, which is not UTF-8: Python keeps such a "
+            "byte of a command-line argument or a file name so)"
+        )
+    return ""
 
 
 def check_count(value: Any, *, what: str, allow_none: bool = True, minimum: int = 0) -> int | None:

@@ -15,10 +15,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..arguments import add_base_url, positive_int
+from ..arguments import add_base_url, add_family_options, family_options, positive_int
 from ..config import DEFAULT_MODEL
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, read_documents
-from ..validation import has_content
+from ..validation import has_content, validate_text
 from .documents import find_files
 from .errors import DocumentError, UsageError
 from .hybrid import add_lexical_options, add_search_options, lexical_options, search_options
@@ -118,6 +118,7 @@ def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max
     parser.add_argument(
         "--max-length", type=positive_int, default=None, metavar="TOKENS", help=max_length_help
     )
+    add_family_options(parser)
     add_base_url(parser)
 
 
@@ -178,6 +179,10 @@ def command_query(args: argparse.Namespace) -> int:
     check_where(args)
     if not has_content(args.text):
         raise UsageError("the query text is empty (it has no visible character)")
+    try:  # the rules every edge shares, before any model is loaded (a lone surrogate: a non-UTF-8 byte)
+        validate_text(args.text, what="the query text")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.k < 1:
         raise UsageError("-k must be at least 1")
     candidates = args.rerank_candidates
@@ -291,7 +296,7 @@ def _open_collection(
     """
     from ..chroma import CollectionNotFoundError, QZhouCollection
 
-    options = {**remote_options(args), **lexical_options(args), **options}
+    options = {**remote_options(args), **family_options(args), **lexical_options(args), **options}
     client = open_client(args, create=create or missing_ok)
     try:
         return QZhouCollection.open(

@@ -15,8 +15,11 @@ from .errors import DocumentError, UsageError
 
 
 def find_files(paths: Sequence[str]) -> list[Path]:
-    """:func:`qzhou_plugins.documents.find_files`, a path that leads to no documents a usage error."""
+    """:func:`qzhou_plugins.documents.find_files`, a path that leads to no documents a usage error
+    (one that cannot be read, an I/O error, is a failure, as when a file's content cannot be read)."""
     try:
         return documents.find_files(paths)
+    except documents.UnreadableDocumentError:
+        raise
     except DocumentError as error:
         raise UsageError(str(error)) from None

@@ -140,18 +140,25 @@ class LocalBackend:
     def _report_unknown(self, texts: list[str], ids: list[list[int]], special: list[list[int]]) -> None:
         """Warn about texts that are mostly unknown tokens (a word over the tokenizer's word limit).
 
-        The texts are named by their beginning, not their position: what reaches the backend is the
-        encoder's distinct texts (or a collection's texts not yet stored), whose positions are not
-        the caller's.
+        Mostly unknown by count (at least :data:`MOSTLY_UNKNOWN` of the tokens between the special
+        ones) or by what they stand for: one unknown token can stand for a whole 150-character word,
+        and after an instruction prefix that one token is a small share of the count while the
+        vector, the prefix's alone, is the same for every such text. The texts are named by their
+        beginning, not their position: what reaches the backend is the encoder's distinct texts (or
+        a collection's texts not yet stored), whose positions are not the caller's.
         """
         if self._unknown_id is None:
             return
-        mostly = []
+        mostly, by_characters = [], []
         for position, (row, mask) in enumerate(zip(ids, special, strict=True)):
             real = len(row) - sum(mask)
             unknown = sum(1 for token in row if token == self._unknown_id)
             if real and unknown / real >= MOSTLY_UNKNOWN:
                 mostly.append(position)
+            elif unknown:
+                by_characters.append(position)
+        if by_characters:
+            mostly = sorted(mostly + self._mostly_unknown_characters(texts, by_characters))
         if mostly:
             first = texts[mostly[0]]
             logger.warning(
@@ -163,6 +170,24 @@ class LocalBackend:
                 self.config.model,
                 first if len(first) <= EXCERPT else first[:EXCERPT] + "...",
             )
+
+    def _mostly_unknown_characters(self, texts: list[str], positions: list[int]) -> list[int]:
+        """Those of ``positions`` whose unknown tokens stand for at least :data:`MOSTLY_UNKNOWN` of
+        their text's non-space characters (encoded again for the offsets: only texts with an unknown
+        token, rare in a corpus the vocabulary covers)."""
+        with self._tokenizer_lock:
+            encodings = self._tokenizer.encode_batch([texts[p] for p in positions], add_special_tokens=True)
+        found = []
+        for position, encoding in zip(positions, encodings, strict=True):
+            text = texts[position]
+            lost = sum(
+                len("".join(text[start:end].split()))  # an unknown token's characters, spaces aside
+                for token, (start, end) in zip(encoding.ids, encoding.offsets, strict=True)
+                if token == self._unknown_id
+            )
+            if lost and lost / len("".join(text.split())) >= MOSTLY_UNKNOWN:
+                found.append(position)
+        return found
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
         return run_halving(batch, self._forward, self.device, what="text")

@@ -105,7 +105,7 @@ class QZhouCollection:
         *,
         path: str | os.PathLike[str] | None = None,
         client: ClientAPI | None = None,
-        model: str | None = None,
+        model: str | os.PathLike[str] | None = None,
         task: TaskLike = None,
         create: bool = True,
         analyzer: str | None = None,
@@ -119,7 +119,7 @@ class QZhouCollection:
         ``client`` is given). ``model=None`` and ``task=None`` mean "as recorded in the collection"
         for an existing one (:data:`~qzhou_plugins.DEFAULT_MODEL` and the model's default task for a
         new one); so do vector-changing ``encoder_options`` (max_length, normalize, dtype, pooling,
-        bidirectional) left out while the model stays the same. Machine options (device,
+        bidirectional, family, dimensions) left out while the model stays the same. Machine options (device,
         batch_tokens, ...) are never recorded.
 
         The lexical index (``query(mode="lexical" | "hybrid")``) is made with ``analyzer``
@@ -156,7 +156,7 @@ class QZhouCollection:
 
         The model, options and exact query and document prefixes are the ones the output records, so
         no ``model`` or ``task`` is asked for. An existing collection built another way (model,
-        dimension, prefixes, pooling, normalisation, length) is refused, saying what differs; an
+        family, dimension, prefixes, pooling, normalisation, length) is refused, saying what differs; an
         output of query-side vectors is refused. No model is loaded until one is needed (a query).
         The lexical options are those of :meth:`open`. Then call :meth:`add_precomputed`.
         """
@@ -332,7 +332,7 @@ class QZhouCollection:
     def reembed(
         self,
         *,
-        model: str | None = None,
+        model: str | os.PathLike[str] | None = None,
         task: TaskLike = None,
         new_name: str | None = None,
         batch_size: int = 256,

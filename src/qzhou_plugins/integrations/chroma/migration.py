@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from tqdm.auto import tqdm
 
+from ...config import model_name
 from ...encoder import Encoder
 from ...instructions import TaskLike
 from .embedding_function import QZhouEmbeddingFunction
@@ -41,10 +43,13 @@ class Plan:
 
 
 def plan(
-    current: QZhouEmbeddingFunction, model: str | None, task: TaskLike, encoder_options: dict[str, Any]
+    current: QZhouEmbeddingFunction,
+    model: str | os.PathLike[str] | None,
+    task: TaskLike,
+    encoder_options: dict[str, Any],
 ) -> Plan:
     """``model=None`` / ``task=None`` keep the current ones, and the same model its recorded options."""
-    chosen_model = model if model is not None else current.model
+    chosen_model = model_name(model) if model is not None else current.model
     options = dict(encoder_options)
     if same_model(chosen_model, current.model):
         recorded = current.get_config()

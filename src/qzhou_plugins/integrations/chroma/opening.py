@@ -19,7 +19,7 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.errors import NotFoundError
 
-from ...config import DEFAULT_MODEL, LOCAL_ONLY_OPTIONS
+from ...config import DEFAULT_MODEL, LOCAL_ONLY_OPTIONS, model_name
 from ...encoder import Encoder
 from ...instructions import TaskLike
 from .embedding_function import QZhouEmbeddingFunction
@@ -85,23 +85,30 @@ def connect(path: Any, client: ClientAPI | None) -> ClientAPI:
         raise TypeError("pass either path (an embedded database) or client, not both")
     if client is not None:
         return client
-    if path is None:
-        path = DEFAULT_PATH
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a folder name (str or os.PathLike), not {type(path).__name__}")
-    folder = Path(os.fspath(path)).expanduser()
-    for place in (folder, *folder.absolute().parents):
-        if place.exists():
-            if not place.is_dir():
-                where = "path" if place == folder else f"{str(place)!r}, on the way to path,"
-                raise ValueError(
-                    f"{where} is a file, not a folder: an embedded Chroma database is a folder "
-                    f"(created if missing); give another path than {os.fspath(path)!r}"
-                )
-            break
+    folder = database_folder(DEFAULT_PATH if path is None else path)
     # An absolute path: Chroma caches clients by path text, so a relative one would reach another
     # folder's database once the working directory changes.
     return chromadb.PersistentClient(path=str(folder.absolute()))
+
+
+def database_folder(path: Any, what: str = "path") -> Path:
+    """``path`` as the folder of an embedded database, refused (a ValueError) if it or a folder
+    above it is a file: Chroma would say ``File exists (os error 17)``. ``what`` names the argument
+    as its caller knows it (``path`` in Python, ``--db`` on the command line)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a folder name (str or os.PathLike), not {type(path).__name__}")
+    given = os.fspath(path)
+    folder = Path(given).expanduser()
+    for place in (folder, *folder.absolute().parents):
+        if place.exists():
+            if not place.is_dir():
+                which = repr(given) if place == folder else f"{str(place)!r}, on the way to {given!r},"
+                raise ValueError(
+                    f"{what} must be a folder (an embedded Chroma database is one, created if missing), "
+                    f"and {which} is a file; give another {what}"
+                )
+            break
+    return folder
 
 
 def existing_collection(client: ClientAPI, name: str) -> Collection | None:
@@ -113,7 +120,7 @@ def existing_collection(client: ClientAPI, name: str) -> Collection | None:
 
 
 def new_function(
-    model: str | None, task: TaskLike, encoder_options: dict[str, Any]
+    model: str | os.PathLike[str] | None, task: TaskLike, encoder_options: dict[str, Any]
 ) -> QZhouEmbeddingFunction:
     """The embedding function of a new collection: ``model`` (or the default one) for ``task``."""
     encoder = Encoder.shared(model=model if model is not None else DEFAULT_MODEL, **encoder_options)
@@ -123,7 +130,7 @@ def new_function(
 def open_or_create(
     client: ClientAPI,
     name: str,
-    model: str | None,
+    model: str | os.PathLike[str] | None,
     task: TaskLike,
     encoder_options: dict[str, Any],
     *,
@@ -134,8 +141,10 @@ def open_or_create(
 
     ``lexical`` is the (analyzer, engine) asked for: an existing collection that records others is
     refused before any model is loaded; a new one records them (defaults for those not given).
+    ``model`` may be a ``Path``: it is compared and recorded as its text (:func:`model_name`).
     """
     analyzer, engine = lexical
+    model = None if model is None else model_name(model)
     existing = existing_collection(client, name)
     if existing is not None:
         settle_settings(existing, analyzer, engine)
