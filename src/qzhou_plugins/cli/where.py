@@ -20,9 +20,13 @@ DEFAULT_PORT = 8000
 """The port ``chroma run`` listens on unless told otherwise."""
 
 
-def add_where_options(parser: argparse.ArgumentParser) -> None:
-    """``--collection``, and either a local ``--db`` or a server's ``--host`` (with ``--port``)."""
-    parser.add_argument("--collection", "-c", required=True, metavar="NAME", help="Chroma collection name")
+def add_where_options(parser: argparse.ArgumentParser, *, collection: bool = True) -> None:
+    """``--collection`` (unless ``collection`` is False: a command over every collection), and either a
+    local ``--db`` or a server's ``--host`` (with ``--port``)."""
+    if collection:
+        parser.add_argument(
+            "--collection", "-c", required=True, metavar="NAME", help="Chroma collection name"
+        )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--db",
@@ -46,9 +50,17 @@ def add_where_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_where(args: argparse.Namespace) -> None:
-    """The flags' combination, checked before any work (argparse cannot say "--port needs --host")."""
+    """The flags' combination, checked before any work (argparse cannot say "--port needs --host"),
+    and a ``--db`` that is a file, in the words ``QZhouCollection.open(path=...)`` uses."""
     if args.port is not None and args.host is None:
         raise UsageError("--port needs --host (a local --db has no port)")
+    if args.host is None and not Path(database(args)).expanduser().is_dir():  # (the import loads Chroma)
+        from ..integrations.chroma.opening import database_folder
+
+        try:
+            database_folder(database(args), what="--db")
+        except ValueError as error:
+            raise UsageError(str(error)) from None
 
 
 def open_client(args: argparse.Namespace, *, create: bool) -> Any:

@@ -10,7 +10,8 @@ with leaderboard files directly.
 
 The package follows the data: ``datasets`` reads and checks the files, ``runs`` embeds them and
 searches, ``second_stage`` reranks a retrieval run's best (the BEIR protocol for rerankers),
-``metrics`` scores the runs, ``results`` is what comes back. It is part of the core: it
+``metrics`` scores the runs (``per_query`` keeps each query's figures), ``results`` is what comes
+back. It is part of the core: it
 needs numpy, scipy and ``pytrec_eval`` (the ``cli`` extra), and no framework.
 """
 
@@ -29,8 +30,16 @@ from .datasets import (
     read_rerank_samples,
     read_sts_pairs,
 )
-from .metrics import RETRIEVAL_DEPTH, exact_search, rerank_metrics, retrieval_metrics
-from .results import EvaluationResult, RerankResult, RerankStage, RetrievalResult, STSResult
+from .metrics import RETRIEVAL_DEPTH, exact_search, query_metrics, rerank_metrics, retrieval_metrics
+from .results import (
+    EvaluationResult,
+    FirstResult,
+    QueryFigures,
+    RerankResult,
+    RerankStage,
+    RetrievalResult,
+    STSResult,
+)
 from .runs import evaluate_reranking, evaluate_retrieval, evaluate_sts
 from .second_stage import DEFAULT_RERANK_DEPTH
 
@@ -39,6 +48,8 @@ __all__ = [
     "RETRIEVAL_DEPTH",
     "EvaluationDataError",
     "EvaluationResult",
+    "FirstResult",
+    "QueryFigures",
     "RerankResult",
     "RerankSample",
     "RerankStage",
@@ -51,6 +62,7 @@ __all__ = [
     "evaluate_sts",
     "exact_search",
     "load_beir",
+    "query_metrics",
     "read_qrels",
     "read_rerank_samples",
     "read_sts_pairs",

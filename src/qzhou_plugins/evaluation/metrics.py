@@ -28,24 +28,45 @@ def retrieval_metrics(
     Computed by trec_eval (``pytrec_eval``). A judged query absent from the run scores 0 on every
     metric. trec_eval breaks score ties by document id (descending), as in MTEB.
     """
+    per_query = query_metrics(qrels, run)
+    totals = dict.fromkeys([*_TREC_NAMES, "mrr_at_10"], 0.0)
+    for values in per_query.values():
+        for name in totals:
+            totals[name] += values[name]
+    return {name: total / len(qrels) for name, total in totals.items()}
+
+
+_TREC_NAMES = {
+    "ndcg_at_10": "ndcg_cut_10",
+    "map_at_1000": "map_cut_1000",
+    "recall_at_10": "recall_10",
+    "recall_at_100": "recall_100",
+}
+
+
+def query_metrics(
+    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Each judged query's nDCG@10, MRR@10, MAP@1000, recall@10 and recall@100 (what
+    :func:`retrieval_metrics` averages), so that two runs can be compared query by query.
+
+    A judged query that trec_eval leaves out (no document in the run) scores 0 on every metric.
+    """
     import pytrec_eval
 
     judged = {query_id: dict(judgements) for query_id, judgements in qrels.items()}
     scored = {query_id: {d: float(s) for d, s in run.get(query_id, {}).items()} for query_id in judged}
     measures = {"ndcg_cut.10", "recall.10", "recall.100", "map_cut.1000", "recip_rank"}
     per_query = pytrec_eval.RelevanceEvaluator(judged, measures).evaluate(scored)
-    names = {
-        "ndcg_at_10": "ndcg_cut_10",
-        "map_at_1000": "map_cut_1000",
-        "recall_at_10": "recall_10",
-        "recall_at_100": "recall_100",
+    found = {
+        query_id: {
+            **{ours: float(values[theirs]) for ours, theirs in _TREC_NAMES.items()},
+            "mrr_at_10": _reciprocal_rank_at_10(values["recip_rank"]),
+        }
+        for query_id, values in per_query.items()
     }
-    totals = dict.fromkeys([*names, "mrr_at_10"], 0.0)
-    for values in per_query.values():
-        for ours, theirs in names.items():
-            totals[ours] += values[theirs]
-        totals["mrr_at_10"] += _reciprocal_rank_at_10(values["recip_rank"])
-    return {name: total / len(judged) for name, total in totals.items()}
+    zero = {**dict.fromkeys(_TREC_NAMES, 0.0), "mrr_at_10": 0.0}
+    return found | {query_id: dict(zero) for query_id in judged if query_id not in found}
 
 
 def rerank_metrics(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class EvaluationResult(BaseModel):
@@ -47,6 +47,29 @@ class EvaluationResult(BaseModel):
         return self.model_dump_json(indent=indent)
 
 
+class FirstResult(BaseModel):
+    """One of a query's first results: its id, its judged relevance (0: not judged relevant) and the
+    start of its text, so that a bad query can be read without the corpus at hand."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    relevance: int
+    excerpt: str
+
+
+class QueryFigures(BaseModel):
+    """One judged query's figures, so that two runs can be compared query by query (which queries a
+    hybrid run or a reranker helped or hurt) and the worst ones read with their first results."""
+
+    model_config = ConfigDict(frozen=True)
+
+    query: str
+    ndcg_at_10: float
+    recall_at_100: float
+    first: list[FirstResult]
+
+
 class RerankStage(BaseModel):
     """A reranker's second stage over a retrieval run: what reranked, how deep, and the metrics after.
 
@@ -69,6 +92,8 @@ class RerankStage(BaseModel):
     seconds: float
     metrics: dict[str, float]
     """The first stage's metric names (``ndcg_at_10``, ``recall_at_100``, ...) after reranking."""
+    per_query: dict[str, QueryFigures] = Field(default_factory=dict)
+    """Query id -> its figures after reranking (empty in results written before they were kept)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -99,6 +124,8 @@ class RetrievalResult(EvaluationResult):
     queries: int
     documents: int
     rerank: RerankStage | None = None
+    per_query: dict[str, QueryFigures] = Field(default_factory=dict)
+    """Query id -> its figures in this run (empty in results written before they were kept)."""
 
     metric_names = ("ndcg_at_10", "mrr_at_10", "map_at_1000", "recall_at_10", "recall_at_100")
     main_metric = "ndcg_at_10"

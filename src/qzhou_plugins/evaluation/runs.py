@@ -41,6 +41,7 @@ from .datasets import (
 )
 from .hybrid import fused_run, lexical_run
 from .metrics import RETRIEVAL_DEPTH, exact_search, rerank_metrics, retrieval_metrics
+from .per_query import query_figures
 from .results import RerankResult, RerankStage, RetrievalResult, STSResult
 
 logger = logging.getLogger("qzhou_plugins")
@@ -101,6 +102,7 @@ def evaluate_retrieval(
         fusion=options.describe() if options.mode == "hybrid" else None,
         lexical=None if options.mode == "dense" else _lexical_settings(analyzer, lexical_engine),
         **retrieval_metrics(dataset.qrels, run),
+        per_query=query_figures(dataset, run),
     )
     if reranker is None or depth is None:
         return result
@@ -146,6 +148,7 @@ def _second_stage(
         pairs=pairs,
         seconds=time.perf_counter() - started,
         metrics=_in_order(retrieval_metrics(dataset.qrels, reranked)),
+        per_query=query_figures(dataset, reranked),
     )
 
 

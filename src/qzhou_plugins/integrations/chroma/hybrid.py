@@ -73,7 +73,8 @@ def lexical_results(
     for query in queries:
         ranking = lexical_ranking(collection, index, query, depth, where, where_document)
         hits = [Hit(id=id_, document="", metadata={}, distance=None, score=score, lexical_score=score,
-                    sources=("lexical",), score_scale="bm25") for id_, score in ranking]  # fmt: skip
+                    sources=("lexical",), score_scale="bm25", lexical_rank=place)
+                for place, (id_, score) in enumerate(ranking, 1)]  # fmt: skip
         results.append(QueryResult(query=query, hits=with_documents(collection, hits, depth)))
     return results
 
@@ -157,7 +158,8 @@ def fused(dense: QueryResult, lexical: list[tuple[str, float]], options: SearchO
     return [
         Hit(id=one.id, document="", metadata={}, distance=distances.get(one.id), score=one.score,
             dense_score=one.dense_score, lexical_score=one.lexical_score, fused_score=one.score,
-            sources=one.sources, score_scale=options.fusion)
+            sources=one.sources, score_scale=options.fusion, dense_rank=one.dense_rank,
+            lexical_rank=one.lexical_rank)
         for one in options.fuse([(hit.id, hit.score) for hit in dense.hits], lexical)
     ]  # fmt: skip
 

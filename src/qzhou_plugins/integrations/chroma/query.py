@@ -53,6 +53,8 @@ class Hit:
     fused_score: float | None = None
     sources: tuple[str, ...] = ("dense",)
     score_scale: str = "cosine"
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,9 @@ def nearest(
         )
         hits = [
             Hit(id=id_, document=document or "", metadata=dict(metadata or {}), distance=float(distance),
-                score=(similarity := _similarity(space, float(distance))), dense_score=similarity)
-            for id_, document, metadata, distance in rows
+                score=(similarity := _similarity(space, float(distance))), dense_score=similarity,
+                dense_rank=place)
+            for place, (id_, document, metadata, distance) in enumerate(rows, 1)
         ]  # fmt: skip
         results.append(QueryResult(query=query, hits=hits))
     return results

@@ -1,0 +1,106 @@
+"""The evaluation's plots as SVG, drawn here in Python: no plotting library, no network, no script.
+
+Each function returns one self-contained ``<svg>`` (its size, fonts and colours inline), so the page
+shows it as it is and saves it as an ``.svg`` file (or, drawn on a canvas, as a PNG) unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from xml.sax.saxutils import escape, quoteattr
+
+COLOURS = ("#3867d6", "#f7b731")
+"""nDCG@10 and recall@100 (the bars); readable on white and in grey."""
+
+HELPED, HURT, SAME = "#20bf6b", "#eb3b5a", "#778ca3"
+FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+
+
+def _svg(width: int, height: int, title: str, body: list[str]) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" {FONT}><title>{escape(title)}</title>'
+        f'<rect width="{width}" height="{height}" fill="white"/>' + "".join(body) + "</svg>"
+    )
+
+
+def _axis(x: float, right: float, top: float, bottom: float, ticks: int = 5) -> list[str]:
+    """A vertical 0..1 axis at ``x`` with light grid lines to ``right``."""
+    parts = []
+    for step in range(ticks + 1):
+        value = step / ticks
+        y = bottom - (bottom - top) * value
+        parts.append(f'<line x1="{x}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#e6e6e6"/>')
+        parts.append(f'<text x="{x - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.1f}</text>')
+    return parts
+
+
+def bars(runs: Sequence[tuple[str, float, float]], title: str = "nDCG@10 and recall@100 per run") -> str:
+    """Two bars per run, ``(label, ndcg_at_10, recall_at_100)``, on one 0..1 scale."""
+    group, bar, left, top, bottom_margin = 110, 36, 50, 60, 130
+    width = max(380, left + 20 + group * max(1, len(runs)))
+    height = 400
+    bottom = height - bottom_margin
+    body = [f'<text x="{left}" y="22" font-size="15" font-weight="600">{escape(title)}</text>']
+    body += _axis(left, width - 10, top, bottom)
+    for number, (label, ndcg, recall) in enumerate(runs):
+        x = left + 15 + group * number
+        for offset, (value, colour, name) in enumerate(
+            ((ndcg, COLOURS[0], "nDCG@10"), (recall, COLOURS[1], "recall@100"))
+        ):
+            h = (bottom - top) * max(0.0, min(1.0, value))
+            bx = x + offset * (bar + 4)
+            body.append(f'<rect x="{bx}" y="{bottom - h:.1f}" width="{bar}" height="{h:.1f}" fill="{colour}">'
+                        f"<title>{escape(label)}: {name} {value:.4f}</title></rect>")  # fmt: skip
+            body.append(f'<text x="{bx + bar / 2}" y="{bottom - h - 4:.1f}" text-anchor="middle" '
+                        f'font-size="10">{value:.3f}</text>')  # fmt: skip
+        turn = f"rotate(-35 {x + bar + 10} {bottom + 16})"
+        body.append(f'<text x="{x + bar + 10}" y="{bottom + 16}" text-anchor="end" transform="{turn}">'
+                    f"{escape(_short(label, 32))}</text>")  # fmt: skip
+    legend_y = 44
+    for offset, (colour, name) in enumerate(zip(COLOURS, ("nDCG@10", "recall@100"), strict=True)):
+        lx = left + offset * 120
+        body.append(f'<rect x="{lx}" y="{legend_y - 10}" width="12" height="12" fill="{colour}"/>')
+        body.append(f'<text x="{lx + 18}" y="{legend_y}">{name}</text>')
+    return _svg(width, height, title, body)
+
+
+def scatter(
+    points: Sequence[tuple[str, str, float, float]], x_label: str, y_label: str, metric: str = "nDCG@10"
+) -> str:
+    """One dot per query, ``(query id, query text, x, y)``: above the diagonal, the second run did better."""
+    size, left, top = 380, 60, 62
+    width, height = left + size + 30, top + size + 60
+    bottom = top + size
+    helped = sum(1 for *_, x, y in points if y > x + 1e-9)
+    hurt = sum(1 for *_, x, y in points if y < x - 1e-9)
+    counts = f"{helped} helped, {hurt} hurt, {len(points) - helped - hurt} unchanged (of {len(points)})"
+    title = f"{metric} per query: {counts}"
+    body = [f'<text x="{left}" y="22" font-size="15" font-weight="600">{metric} per query</text>',
+            f'<text x="{left}" y="42"><tspan fill="{HELPED}">{helped} helped</tspan>, '
+            f'<tspan fill="{HURT}">{hurt} hurt</tspan>, {len(points) - helped - hurt} unchanged '
+            f"(of {len(points)} queries)</text>"]  # fmt: skip
+    body += _axis(left, left + size, top, bottom)
+    body.append(f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" stroke="#999"/>')
+    body.append(f'<line x1="{left}" y1="{bottom}" x2="{left + size}" y2="{top}" stroke="#999" '
+                'stroke-dasharray="4 4"/>')  # fmt: skip
+    for query_id, text, x, y in points:
+        colour = HELPED if y > x + 1e-9 else HURT if y < x - 1e-9 else SAME
+        cx, cy = left + size * _unit(x), bottom - size * _unit(y)
+        tip = escape(f"{query_id}: {text} ({x:.3f} -> {y:.3f})")
+        body.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{colour}" fill-opacity="0.7" '
+                    f"data-query={quoteattr(query_id)}><title>{tip}</title></circle>")  # fmt: skip
+    body.append(f'<text x="{left + size / 2}" y="{bottom + 36}" text-anchor="middle">'
+                f"{escape(_short(x_label, 60))} ({metric})</text>")  # fmt: skip
+    turn = f"rotate(-90 16 {top + size / 2})"
+    body.append(f'<text x="16" y="{top + size / 2}" text-anchor="middle" transform="{turn}">'
+                f"{escape(_short(y_label, 60))} ({metric})</text>")  # fmt: skip
+    return _svg(width, height, title, body)
+
+
+def _unit(value: float) -> float:
+    return max(0.0, min(1.0, value))
+
+
+def _short(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
