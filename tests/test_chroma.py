@@ -737,11 +737,15 @@ def recall_at_10(collection: QZhouCollection, queries: list[str]) -> float:
 
 @pytest.fixture(scope="module")
 def scifact_collection(
-    tmp_path_factory: pytest.TempPathFactory, scifact_corpus: list[dict[str, str]]
+    tmp_path_factory: pytest.TempPathFactory, scifact_corpus: list[dict[str, str]], scifact_vector_cache: Path
 ) -> QZhouCollection:
-    """The first 1,000 SciFact abstracts with MiniLM (about 20 s on a free machine), built once."""
+    """The first 1,000 SciFact abstracts with MiniLM (about 20 s on a free machine), built once; their
+    vectors come from the session's SciFact cache when the whole-corpus tests have run first."""
     collection = QZhouCollection.open(
-        "scifact-1000", path=tmp_path_factory.mktemp("scifact"), model=DEMO_MODEL
+        "scifact-1000",
+        path=tmp_path_factory.mktemp("scifact"),
+        model=DEMO_MODEL,
+        cache_dir=str(scifact_vector_cache),
     )
     corpus = scifact_corpus[:1000]
     collection.add([document_text(d) for d in corpus], ids=[d["_id"] for d in corpus], show_progress=False)

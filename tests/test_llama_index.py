@@ -94,12 +94,15 @@ class SciFactIndex:
     (encoded in another batch layout), and the exact search uses the core's query vectors.
     """
 
-    def __init__(self, corpus: list[dict[str, str]], queries: list[dict[str, str]]) -> None:
+    def __init__(
+        self, corpus: list[dict[str, str]], queries: list[dict[str, str]], vector_cache: Path
+    ) -> None:
         documents = corpus[:CORPUS_SIZE]
         self.ids = [document["_id"] for document in documents]
         self.texts = [document_text(document) for document in documents]
         self.queries = [query["text"] for query in queries[:QUERY_COUNT]]
-        self.embed_model = QZhouEmbedding(model=DEMO_MODEL)
+        # The session's SciFact vector cache: the whole-corpus tests may have computed these already.
+        self.embed_model = QZhouEmbedding(model=DEMO_MODEL, cache_dir=str(vector_cache))
         nodes = [TextNode(id_=doc_id, text=text) for doc_id, text in zip(self.ids, self.texts, strict=True)]
         handler = EventRecorder()
         root = get_dispatcher()
@@ -122,9 +125,9 @@ class SciFactIndex:
 
 @pytest.fixture(scope="module")
 def scifact_index(
-    scifact_corpus: list[dict[str, str]], scifact_queries: list[dict[str, str]]
+    scifact_corpus: list[dict[str, str]], scifact_queries: list[dict[str, str]], scifact_vector_cache: Path
 ) -> SciFactIndex:
-    return SciFactIndex(scifact_corpus, scifact_queries)
+    return SciFactIndex(scifact_corpus, scifact_queries, scifact_vector_cache)
 
 
 def assert_same_ranking(
