@@ -200,7 +200,7 @@ def command_query(args: argparse.Namespace) -> int:
     options = QueryOptions(n_results=args.k, rerank_candidates=candidates, reranker=reranker,
                            **search_options(args))  # fmt: skip
     encoder_options = {} if args.max_length is None else {"max_length": args.max_length}
-    collection = _open_collection(args, create=False, **encoder_options)
+    collection = open_collection(args, create=False, **encoder_options)
     (result,) = collection.query([args.text], options)
     if not result.hits:
         why = "is empty" if args.mode == "dense" else "has no chunk with a word of the query"
@@ -213,7 +213,7 @@ def command_query(args: argparse.Namespace) -> int:
         if len(excerpt) > EXCERPT_CHARACTERS:
             excerpt = excerpt[: EXCERPT_CHARACTERS - 1].rstrip() + "…"
         print(textwrap.indent(textwrap.fill(excerpt, width=100), "   "))
-    print(_scores_line(result.hits[0].score_scale, options, collection))
+    print(scores_line(result.hits[0].score_scale, options, collection))
     return 0
 
 
@@ -228,7 +228,7 @@ SCALES = {
 """What each score scale is, in words, for the line under the results."""
 
 
-def _scores_line(scale: str, options: Any, collection: Any) -> str:
+def scores_line(scale: str, options: Any, collection: Any) -> str:
     """Which scale the printed scores are on, and which model reranked them."""
     line = f"Scores: {SCALES.get(scale, scale)}"
     if options.rerank_candidates is None:
@@ -266,13 +266,13 @@ def _hit_source(hit_id: str, metadata: dict[str, Any]) -> str:
 def _open_for_index(args: argparse.Namespace) -> Any:
     """The collection to add to: created with ``--max-length`` if new, refused if it disagrees."""
     if args.max_length is None:
-        return _open_collection(args, create=True)
+        return open_collection(args, create=True)
     from ..chroma import CollectionNotFoundError
 
     try:
-        collection = _open_collection(args, create=False, missing_ok=True)
+        collection = open_collection(args, create=False, missing_ok=True)
     except CollectionNotFoundError:
-        return _open_collection(args, create=True, max_length=args.max_length)
+        return open_collection(args, create=True, max_length=args.max_length)
     recorded = collection.encoder.max_length
     if recorded != args.max_length:
         raise ValueError(
@@ -284,7 +284,7 @@ def _open_for_index(args: argparse.Namespace) -> Any:
     return collection
 
 
-def _open_collection(
+def open_collection(
     args: argparse.Namespace, *, create: bool, missing_ok: bool = False, **options: Any
 ) -> Any:
     """Open ``--collection`` where ``--db``/``--host`` say; ``options`` go to the encoder.

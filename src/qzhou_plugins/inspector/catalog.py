@@ -1,8 +1,9 @@
 """The collections the page shows: where they are, each opened once, and what each records.
 
 A collection is opened the way ``qzhou-plugins query`` opens it (the command line's own
-``_open_collection``, so an unknown name gets the command's message) and kept: its recorded model is
-loaded once, by its first query, and shared by every request after it. What a collection records
+:func:`~qzhou_plugins.cli.collection.open_collection`, so an unknown name gets the command's
+message) and kept: its recorded model is loaded once, by its first query, and shared by every
+request after it. What a collection records
 (model, exact prefixes, vector family, dimension, analyzer, lexical engine) is read from its record,
 without loading the model, so the collections view is quick and describes a collection even when its
 model cannot be loaded (its first search then says why).
@@ -37,12 +38,12 @@ class Catalog:
         opens it (the model and options it records; a missing one refused with the command's message)."""
         with self._lock:
             if name not in self._opened:
-                from ..cli.collection import _open_collection
+                from ..cli.collection import open_collection
 
                 arguments = argparse.Namespace(**vars(self.where), collection=name, model=None,
                                                max_length=None, base_url=None, analyzer=None,
                                                lexical_engine=None)  # fmt: skip
-                self._opened[name] = _open_collection(arguments, create=False)
+                self._opened[name] = open_collection(arguments, create=False)
             return self._opened[name]
 
     def describe(self, name: str) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def check_length(text: str, collection: Any) -> None:
 
 def search(collection: Any, text: str, options: Any) -> dict[str, Any]:
     """One query through the collection's own API, with what explains each hit."""
-    from ..cli.collection import SCALES, _scores_line
+    from ..cli.collection import SCALES, scores_line
 
     (result,) = collection.query([text], options)
     prefix = _recorded(collection).get("query_prefix") or ""
@@ -92,7 +92,7 @@ def search(collection: Any, text: str, options: Any) -> dict[str, Any]:
         "lexical_terms": terms,
         "score_scale": scale,
         "scale_words": SCALES.get(scale or "", scale),
-        "scores_line": _scores_line(scale, options, collection) if scale else None,
+        "scores_line": scores_line(scale, options, collection) if scale else None,
         "hits": hits,
     }
 
