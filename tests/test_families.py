@@ -317,3 +317,28 @@ def test_close_with_end_token_refuses_a_tokenizer_without_one(qwen_tokenizer: To
         close_with_end_token(bare_tokenizer(qwen_tokenizer, None), None, "tiny")
     with pytest.raises(ModelLoadError, match="has no end \\(eos\\) token"):
         close_with_end_token(bare_tokenizer(qwen_tokenizer, None), "<|no such token|>", "tiny")
+
+
+@pytest.mark.parametrize(
+    ("pooling", "refused"),
+    [
+        ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True}, "pooling_mode_mean_tokens"),
+        ({"pooling_mode_weightedmean_tokens": True}, "pooling_mode_weightedmean_tokens"),
+        ({"pooling_mode": "mean_sqrt_len_tokens"}, "mean_sqrt_len_tokens"),
+        ({"pooling_mode_mean_tokens": True, "include_prompt": False}, "include_prompt"),
+    ],
+    ids=["two-modes", "weighted-mean", "sqrt-len", "prompt-left-out"],
+)
+def test_a_pooling_module_not_computed_here_is_refused(
+    minilm_path: str, tmp_path: Path, pooling: dict[str, Any], refused: str
+) -> None:
+    """A Pooling module read as its nearest mode would give other vectors than sentence-transformers'
+    with no error: it is refused, naming what it asks for."""
+    import json
+    import shutil
+
+    folder = Path(shutil.copytree(minilm_path, tmp_path / "minilm"))
+    settings = {"word_embedding_dimension": 384, **pooling}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(settings))
+    with pytest.raises(ModelLoadError, match=refused):
+        Encoder(model=str(folder))

@@ -56,18 +56,36 @@ def is_decoder_only(config: PretrainedConfig) -> bool:
 
 
 def sentence_transformers_pooling(path: Path) -> Pooling | None:
-    """The pooling a sentence-transformers model declares in its Pooling module, if it has one."""
+    """The pooling a sentence-transformers model declares in its Pooling module, if it has one.
+
+    A module we would not reproduce exactly is refused rather than read as its nearest mode: several
+    modes at once (sentence-transformers concatenates them), a mode we do not compute (weighted mean,
+    mean over the square root of the length), or the prompt's tokens left out of a mean or a max.
+    """
     modules = read_json(path / "modules.json", default=[])
     folders = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")]
     if not folders:
         return None
     settings = read_json(path / folders[0] / "config.json")
     if isinstance(settings.get("pooling_mode"), str):  # newer single-field form
-        return {"lasttoken": "last"}.get(settings["pooling_mode"], settings["pooling_mode"])  # type: ignore[return-value]
-    for flag, mode in _ST_POOLING_FLAGS.items():
-        if settings.get(flag):
-            return mode  # type: ignore[return-value]
-    return None
+        asked = [settings["pooling_mode"]]
+        modes = [{"lasttoken": "last"}.get(asked[0], asked[0])]
+    else:
+        asked = [flag for flag, on in settings.items() if flag.startswith("pooling_mode_") and on is True]
+        modes = [_ST_POOLING_FLAGS.get(flag, flag) for flag in asked]
+    computed = set(_ST_POOLING_FLAGS.values())
+    if len(modes) > 1 or any(mode not in computed for mode in modes):
+        raise ModelLoadError(
+            f"{path}'s sentence-transformers Pooling module asks for {', '.join(asked)}: only one of cls, "
+            "mean, max or last-token pooling is computed here, and any other would give vectors unlike "
+            "the ones sentence-transformers gives; save the model with one of them"
+        )
+    if modes and modes[0] in ("mean", "max") and settings.get("include_prompt") is False:
+        raise ModelLoadError(
+            f"{path}'s sentence-transformers Pooling module leaves the prompt's tokens out of its "
+            f"{modes[0]} (include_prompt false), which is not computed here: save it with include_prompt true"
+        )
+    return modes[0] if modes else None  # type: ignore[return-value]
 
 
 def checkpoint_signals(model: str, path: Path, hf_config: PretrainedConfig) -> Checkpoint:
