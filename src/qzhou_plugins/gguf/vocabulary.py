@@ -25,20 +25,15 @@ WORD_START = "\u2581"
 def special_affixes(source: Source) -> tuple[list[int], list[int]]:
     """The token ids the model puts before and after every text: the tokenizer's special tokens, and
     the end token of a family that needs one (the torch encoder's rule, the same helper)."""
-    from tokenizers import Tokenizer
-
     from ..backends.base import ModelLoadError
-    from ..backends.local.family_settings import close_with_end_token
+    from ..backends.local.family_settings import encoding_tokenizer
 
-    hf_tokenizer = source.facts.tokenizer
-    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # a private copy
-    tokenizer.no_padding()  # MiniLM's tokenizer.json pads every text to 128
+    try:
+        end_token = bool(source.facts.defaults.get("end_token"))
+        tokenizer = encoding_tokenizer(source.facts.tokenizer, end_token, source.name)
+    except ModelLoadError as error:  # no end token to close with
+        raise GGUFExportError(str(error)) from None
     tokenizer.no_truncation()
-    if source.facts.defaults.get("end_token"):
-        try:
-            close_with_end_token(tokenizer, hf_tokenizer.eos_token, source.name)
-        except ModelLoadError as error:  # no end token to close with
-            raise GGUFExportError(str(error)) from None
     body = tokenizer.encode("a", add_special_tokens=False).ids
     full = tokenizer.encode("a", add_special_tokens=True).ids
     for start in range(len(full) - len(body) + 1):

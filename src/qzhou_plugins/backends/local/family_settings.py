@@ -22,7 +22,14 @@ from ...config import Pooling
 from ...families import Checkpoint, ModelFamily, choose_family
 from ..base import ModelLoadError
 
-__all__ = ["checkpoint_signals", "close_with_end_token", "family_settings", "is_decoder_only", "read_json"]
+__all__ = [
+    "checkpoint_signals",
+    "close_with_end_token",
+    "encoding_tokenizer",
+    "family_settings",
+    "is_decoder_only",
+    "read_json",
+]
 
 _ST_POOLING_FLAGS = {
     "pooling_mode_cls_token": "cls",
@@ -123,6 +130,17 @@ def family_settings(
         "prompt_style": family.prompt_style(prompts),
         "end_token": family.end_token,
     }
+
+
+def encoding_tokenizer(tokenizer: Any, end_token: bool, model: str) -> Tokenizer:
+    """A private copy of a checkpoint's fast tokenizer as the model encodes with it: no padding (the
+    runtimes pad themselves; MiniLM's tokenizer.json pads every text to 128), and closed with the end
+    token when its family needs one. The torch encoder and the GGUF export both tokenise with it."""
+    private = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    private.no_padding()
+    if end_token:
+        close_with_end_token(private, tokenizer.eos_token, model)
+    return private
 
 
 def close_with_end_token(tokenizer: Tokenizer, end_token: str | None, model: str) -> None:

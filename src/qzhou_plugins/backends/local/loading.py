@@ -198,7 +198,6 @@ class CheckpointFacts:
     hf_config: PretrainedConfig
     tokenizer: Any
     is_decoder: bool
-    qzhou: bool
     bidirectional: bool
     defaults: dict[str, Any]
     """family, padding_side, default_pooling, default_max_length, position_limit, prompt_style, end_token."""
@@ -233,8 +232,7 @@ def read_checkpoint(
         # transformers' mask builder turns into a bidirectional (padding-only) mask, and the attention
         # layers receive is_causal=False from the model's forward: both are needed, see tests.
         hf_config.is_causal = False
-    qzhou = _is_qzhou(hf_config)
-    return CheckpointFacts(path, hf_config, tokenizer, is_decoder, qzhou, bidirectional, defaults, record)
+    return CheckpointFacts(path, hf_config, tokenizer, is_decoder, bidirectional, defaults, record)
 
 
 def load_model(config: EncoderConfig) -> LoadedModel:

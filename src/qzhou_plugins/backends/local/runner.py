@@ -23,7 +23,7 @@ from ...config import EncoderConfig
 from ..base import BackendFacts, EncoderOutOfMemoryError, chosen_max_length, warn_truncated
 from . import registry
 from .batching import plan_batches
-from .family_settings import close_with_end_token
+from .family_settings import encoding_tokenizer
 from .loading import LoadedModel, weights_stamp
 from .pooling import pool
 
@@ -50,10 +50,7 @@ class LocalBackend:
         )
         # A private copy of the fast tokenizer, set to truncate at our max_length: the Rust tokenizer
         # holds truncation state and is not safe to share between threads, so it is also guarded.
-        self._tokenizer = Tokenizer.from_str(self.loaded.tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_padding()
-        if self.loaded.end_token:
-            close_with_end_token(self._tokenizer, self.loaded.tokenizer.eos_token, config.model)
+        self._tokenizer = encoding_tokenizer(self.loaded.tokenizer, self.loaded.end_token, config.model)
         specials = self._tokenizer.num_special_tokens_to_add(False)
         if self.max_length <= specials:
             raise ValueError(
