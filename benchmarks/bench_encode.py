@@ -17,6 +17,10 @@ For each: texts/s, tokens/s (real tokens), the share of computed token positions
 peak RSS during the run, the cosine agreement of the vectors, and ours/theirs. Runs alternate and the
 best of ``--repeats`` is kept, so that a busy neighbour on the machine does not decide the ratio.
 
+4. ``precision-minilm`` and ``precision-qwen3`` (benchmarks/precision_runs.py): ``dtype="auto"``
+   (bf16 on a CPU with bf16 instructions) against sentence-transformers in fp32 and with bf16 weights,
+   the cosine of our auto vectors to our fp32 ones, and SciFact nDCG@10 in both.
+
     .venv/bin/python benchmarks/bench_encode.py [--texts 1600] [--repeats 2] [--runs minilm,qwen2,qwen3]
 """
 
@@ -224,12 +228,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-qwen", action="store_true", help="the MiniLM run only (--runs minilm)")
     parser.add_argument(
-        "--runs", default="minilm,qwen2,qwen3", help="which runs, comma-separated (default: all three)"
+        "--runs",
+        default="minilm,qwen2,qwen3",
+        help="which runs, comma-separated: minilm, qwen2, qwen3, precision-minilm, precision-qwen3 "
+        "(default: the first three)",
     )
+    parser.add_argument(
+        "--force-bf16", action="store_true", help="precision runs: take the bf16 path on any CPU (emulated)"
+    )
+    parser.add_argument("--ndcg-queries", type=int, default=100, help="precision-minilm: SciFact queries")
+    parser.add_argument("--ndcg-distractors", type=int, default=300, help="precision-minilm: other abstracts")
     args = parser.parse_args(argv)
     runs = {"minilm"} if args.skip_qwen else {run.strip() for run in args.runs.split(",")}
-    if not runs or runs - {"minilm", "qwen2", "qwen3"}:
-        parser.error(f"--runs takes minilm, qwen2 and qwen3, not {args.runs!r}")
+    if not runs or runs - {"minilm", "qwen2", "qwen3", "precision-minilm", "precision-qwen3"}:
+        parser.error(f"--runs takes minilm, qwen2, qwen3 and precision-minilm/-qwen3, not {args.runs!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sentence_transformers import SentenceTransformer
@@ -243,6 +255,10 @@ def main(argv: list[str] | None = None) -> None:
         compare("all-MiniLM-L6-v2, SciFact chunks + Chinese sentences", ours, theirs, texts, args.repeats)
     if runs & {"qwen2", "qwen3"}:
         qwen_shaped_runs(texts[: args.qwen_texts], args.repeats, args.qwen_layers, runs)
+    if runs & {"precision-minilm", "precision-qwen3"}:
+        from precision_runs import precision_runs
+
+        precision_runs(runs, texts, str(ours.backend.loaded.path), DATA, args)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ class EncoderConfig(BaseModel):
 
     ``model`` may also be a ``.gguf`` file (from ``qzhou-plugins export gguf``), run by llama.cpp.
     ``None`` means "decide from the model and the machine": the device is CUDA when it is available,
-    the dtype is bf16 on CUDA and fp32 on CPU, pooling and maximum length come from the model's own
+    the dtype is bf16 on CUDA and on CPUs with bf16 instructions (autocast over fp32 weights), fp32 on
+    other CPUs, pooling and maximum length come from the model's own
     files (mean pooling and 8,192 tokens for QZhou).
     """
 
@@ -68,7 +69,10 @@ class EncoderConfig(BaseModel):
         description="Local directory (str or pathlib.Path) or Hugging Face hub id of the checkpoint.",
     )
     device: str | None = Field(default=None, description="torch device; None picks CUDA when present.")
-    dtype: DType = Field(default="auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    dtype: DType = Field(
+        default="auto",
+        description="auto: bf16 on CUDA and on CPUs that compute it natively (AVX512_BF16, AMX), else fp32.",
+    )
     max_length: StrictCount | None = Field(
         default=None, gt=0, description="Tokens per text (instruction included) before truncation."
     )

@@ -102,6 +102,9 @@ class BackendFacts:
     vector_family: str = "reference"
     """Which vectors may share a collection: ``reference`` for the torch encoder and every runtime
     measured interchangeable with it, another name (``gguf-q8_0``) for vectors that are not."""
+    runtime: str | None = None
+    """Where and in what precision a local model computes (``cpu, bfloat16 (autocast over float32
+    weights)``), for banners and results; None where this process does not compute (a server)."""
 
 
 @runtime_checkable
@@ -146,6 +149,8 @@ class RerankerFacts:
     """Everything that decides the scores, as text."""
     instructed: bool = False
     """Whether the reranker takes an ``instruction`` (an LLM reranker's or an embedding model's)."""
+    runtime: str | None = None
+    """As :attr:`BackendFacts.runtime`."""
 
 
 @runtime_checkable

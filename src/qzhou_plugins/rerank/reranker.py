@@ -103,6 +103,7 @@ class Reranker:
                 position_limit=facts.position_limit,
                 fingerprint={**facts.fingerprint, "kind": "embedding"},
                 instructed=True,
+                runtime=facts.runtime,
             )
         else:
             from ..backends import rerank_backend_for

@@ -26,6 +26,7 @@ from ...families import ModelFamily
 from ...instructions import PromptStyle
 from ..base import ModelLoadError
 from .family_settings import family_settings, is_decoder_only
+from .precision import pick_precision
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -37,7 +38,6 @@ __all__ = [
     "ModelLoadError",
     "load_model",
     "pick_device",
-    "pick_dtype",
     "read_checkpoint",
     "resolve_model_path",
     "weights_key",
@@ -52,8 +52,10 @@ _HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "merg
 class LoadedModel:
     """A model in memory with what is needed to encode with it; shared by every encoder of it.
 
-    ``key`` identifies the weights in memory (path, device, dtype, attention): two configurations
-    with the same key use the same instance.
+    ``key`` identifies the weights in memory (path, device, weights dtype, attention): two
+    configurations with the same key use the same instance. ``dtype`` is the weights' dtype; what a
+    runtime computes in is its :class:`~.precision.Precision` (bf16 autocast over fp32 weights on a
+    CPU with bf16 instructions).
     """
 
     key: tuple[str, ...]
@@ -160,14 +162,6 @@ def pick_device(requested: str | None) -> torch.device:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ModelLoadError(f"device {requested!r} is not available: this machine has no MPS device")
     return device
-
-
-def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    if requested != "auto":
-        return getattr(torch, requested)  # type: ignore[no-any-return]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
 def _is_qzhou(config: PretrainedConfig) -> bool:
@@ -303,7 +297,7 @@ def weights_key(config: EncoderConfig) -> tuple[str, ...]:
     return (
         str(path),
         str(device),
-        str(pick_dtype(config.dtype, device)),
+        str(pick_precision(config.dtype, device).weights),
         config.attn_implementation,
         str(config.bidirectional),
         str(config.family),

@@ -26,7 +26,8 @@ from ...rerank.formats import LLM_TEMPLATES, ST_ACTIVATIONS
 from ..base import ModelLoadError, chosen_max_length
 from . import registry
 from .family_settings import is_decoder_only
-from .loading import _check_loading_info, _is_qzhou, pick_device, pick_dtype, weights_key
+from .loading import _check_loading_info, _is_qzhou, pick_device, weights_key
+from .precision import pick_precision
 
 __all__ = [
     "LoadedReranker",
@@ -158,7 +159,7 @@ def load_reranker(config: RerankerConfig, kind: str) -> tuple[LoadedReranker, Re
 def _load(config: RerankerConfig, kind: str, key: tuple[str, ...]) -> LoadedReranker:
     path = Path(key[0])
     device = pick_device(config.device)
-    dtype = pick_dtype(config.dtype, device)
+    dtype = pick_precision(config.dtype, device).weights
     hf_config = _hf_config(config.model, path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if not getattr(tokenizer, "is_fast", False):

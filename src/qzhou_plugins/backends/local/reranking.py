@@ -29,6 +29,7 @@ from ..base import RerankerFacts, warn_truncated
 from . import registry
 from .batching import plan_batches
 from .loading import weights_stamp
+from .precision import Precision, pick_precision
 from .prefix_sharing import KeyValues, prefix_state, score_sharing_prefixes, tail_hidden
 from .reranker_loading import LoadedReranker, RerankHead, chosen_reranker_length, load_reranker
 from .runner import padded_inputs, run_halving
@@ -46,6 +47,7 @@ class LocalReranker:
         self.loaded: LoadedReranker
         self.head: RerankHead
         self.loaded, self.head = load_reranker(config, kind)
+        self.precision: Precision = pick_precision(config.dtype, self.loaded.device)
         self.max_length = chosen_reranker_length(config, self.loaded)
         # The weights' own copy of the fast tokenizer, shared by every reranker of them (copying a
         # large vocabulary takes seconds); its truncation state is only changed under its lock.
@@ -66,6 +68,7 @@ class LocalReranker:
             position_limit=self.loaded.position_limit,
             fingerprint=self._fingerprint(),
             instructed=kind == "llm",
+            runtime=self.precision.runtime(self.loaded.device),
         )
 
     def _check_room(self, kind: str) -> None:
@@ -90,7 +93,8 @@ class LocalReranker:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.loaded.dtype
+        """The dtype the model computes in (bf16 under autocast over fp32 weights: see precision.py)."""
+        return self.precision.compute
 
     @property
     def template(self) -> LlmTemplate | None:
@@ -104,7 +108,7 @@ class LocalReranker:
             "model": self.config.model,
             "kind": self.loaded.kind,
             "weights": weights_stamp(self.loaded.path),
-            "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "dtype": self.precision.name,
             "max_length": str(self.max_length),
             "activation": str(self.head.activation),
             "label": str(self.head.label_index),
@@ -163,7 +167,7 @@ class LocalReranker:
             )
 
     def _prefix_state(self, ids: list[int]) -> KeyValues:
-        with self._inference_lock, torch.inference_mode():
+        with self._inference_lock, torch.inference_mode(), self.precision.context():
             return prefix_state(self.loaded.module.get_decoder(), ids, self.device)
 
     def _tail_scores(self, state: KeyValues, shared: int, tails: list[list[int]]) -> np.ndarray:
@@ -172,7 +176,8 @@ class LocalReranker:
         assert head.judge is not None
         with self._inference_lock, torch.inference_mode():
             decoder = self.loaded.module.get_decoder()
-            hidden = tail_hidden(decoder, state, shared, tails, self.loaded.pad_token_id, self.device)
+            with self.precision.context():
+                hidden = tail_hidden(decoder, state, shared, tails, self.loaded.pad_token_id, self.device)
             margin = hidden.float() @ head.judge.to(hidden.device) + head.judge_bias
             return torch.sigmoid(margin).cpu().numpy().astype(np.float32, copy=False)
 
@@ -271,7 +276,7 @@ class LocalReranker:
     def _forward(self, batch: list[list[int]], segments: list[list[int]] | None) -> np.ndarray:
         loaded, head = self.loaded, self.head
         inputs = self._inputs(batch, segments)
-        with self._inference_lock, torch.inference_mode():
+        with self._inference_lock, torch.inference_mode(), self.precision.context():
             logits = loaded.module(**inputs).logits.float()[:, head.label_index]
             scores = torch.sigmoid(logits) if head.activation == "sigmoid" else logits
         return scores.cpu().numpy().astype(np.float32, copy=False)
@@ -279,5 +284,5 @@ class LocalReranker:
     def __repr__(self) -> str:
         return (
             f"LocalReranker(model={self.config.model!r}, kind={self.loaded.kind!r}, device={self.device}, "
-            f"dtype={str(self.dtype).removeprefix('torch.')})"
+            f"dtype={self.precision.describe()!r})"
         )

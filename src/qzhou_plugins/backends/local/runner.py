@@ -26,6 +26,7 @@ from .batching import plan_batches
 from .family_settings import encoding_tokenizer
 from .loading import LoadedModel, weights_stamp
 from .pooling import pool
+from .precision import Precision, pick_precision
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -45,6 +46,7 @@ class LocalBackend:
         if config.threads is not None:
             torch.set_num_threads(config.threads)  # process-wide: torch has no per-model setting
         self.loaded: LoadedModel = registry.get_model(config)
+        self.precision: Precision = pick_precision(config.dtype, self.loaded.device)
         self.max_length: int = chosen_max_length(
             config.max_length, config.model, self.loaded.position_limit, self.loaded.default_max_length
         )
@@ -71,6 +73,7 @@ class LocalBackend:
             pooling=config.pooling or self.loaded.default_pooling,
             normalized=config.normalize,
             fingerprint=self._fingerprint(),
+            runtime=self.precision.runtime(self.loaded.device),
         )
 
     @property
@@ -83,7 +86,8 @@ class LocalBackend:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.loaded.dtype
+        """The dtype the model computes in (bf16 under autocast over fp32 weights: see precision.py)."""
+        return self.precision.compute
 
     def _fingerprint(self) -> dict[str, str]:
         """What decides the vectors; the weights by their files' names, sizes and times."""
@@ -91,7 +95,7 @@ class LocalBackend:
             "backend": "local",
             "model": self.config.model,
             "weights": weights_stamp(self.loaded.path),
-            "dtype": str(self.loaded.dtype).removeprefix("torch."),
+            "dtype": self.precision.name,
             "family": self.loaded.family,
             "bidirectional": str(self.loaded.bidirectional),
             "pooling": self.config.pooling or self.loaded.default_pooling,
@@ -205,7 +209,7 @@ class LocalBackend:
 
     def _forward(self, batch: list[list[int]]) -> np.ndarray:
         inputs = self._inputs(batch)
-        with self._inference_lock, torch.inference_mode():
+        with self._inference_lock, torch.inference_mode(), self.precision.context():
             hidden = self.loaded.module(**inputs).last_hidden_state
             vectors = pool(hidden, inputs["attention_mask"], self.facts.pooling)  # type: ignore[arg-type]
             if self.config.normalize:
@@ -215,7 +219,7 @@ class LocalBackend:
     def __repr__(self) -> str:
         return (
             f"LocalBackend(model={self.config.model!r}, family={self.facts.family!r}, "
-            f"device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+            f"device={self.device}, dtype={self.precision.describe()!r})"
         )
 
 
