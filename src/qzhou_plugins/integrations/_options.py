@@ -42,6 +42,7 @@ from pydantic.fields import FieldInfo
 from ..config import EncoderConfig, RerankerConfig
 from ..encoder import Encoder
 from ..instructions import check_instruction
+from ..rerank import RankedCandidate, rerank
 from ..rerank.reranker import Reranker
 from ..validation import check_score
 
@@ -330,7 +331,10 @@ class InstructionOptions(BaseModel):
 
 class RerankOptions(BaseModel):
     """What a framework reranker takes besides its reranker, the same in LangChain and LlamaIndex: a
-    cut on the reranker's own scale and an instruction in place of the task's."""
+    cut on the reranker's own scale and an instruction in place of the task's; and the one call that
+    ranks with them. The component also has ``reranker`` (:class:`RerankerOptions`), ``top_n`` and
+    ``task`` (its framework's own defaults and checks).
+    """
 
     score_threshold: float | None = Field(
         default=None,
@@ -350,3 +354,18 @@ class RerankOptions(BaseModel):
     @classmethod
     def _is_an_instruction(cls, value: Any) -> str | None:
         return check_instruction(value, what="instruction")
+
+    def ranked(self, query: str, texts: list[str]) -> list[RankedCandidate]:
+        """``texts`` best first against ``query``: at most ``top_n``, none strictly below
+        ``score_threshold``; a blank text gets the scale's floor instead of failing the chain."""
+        component: Any = self
+        return rerank(
+            component.reranker,
+            query,
+            texts,
+            top_n=component.top_n,
+            threshold=self.score_threshold,
+            task=component.task,
+            instruction=self.instruction,
+            empty="lowest",
+        )

@@ -28,7 +28,6 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
 from ..instructions import Task, TaskLike, TaskType, resolve_task
-from ..rerank import rerank
 from ..validation import as_list, check_count, positions, validate_text
 from ._options import EncoderOptions, InstructionOptions, RerankerOptions, RerankOptions
 
@@ -185,16 +184,7 @@ class QZhouReranker(RerankOptions, RerankerOptions, BaseDocumentCompressor):  # 
             raise TypeError(
                 f"documents must be langchain Document objects: not at position(s) {positions(strangers)}"
             )
-        ranked = rerank(
-            self.reranker,
-            query,
-            [document.page_content for document in documents],
-            top_n=self.top_n,
-            threshold=self.score_threshold,
-            task=self.task,
-            instruction=self.instruction,
-            empty="lowest",
-        )
+        ranked = self.ranked(query, [document.page_content for document in documents])
         scale = self.reranker.score_scale
         return [_with_score(documents[candidate.index], candidate.score, scale) for candidate in ranked]
 

@@ -36,7 +36,6 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
     ) from error
 
 from ..instructions import Task, TaskType, resolve_task
-from ..rerank import rerank
 from ..validation import check_count, validate_text, validate_texts
 from ._options import EncoderOptions, InstructionOptions, RerankerOptions, RerankOptions
 
@@ -291,16 +290,7 @@ class QZhouRerank(RerankOptions, RerankerOptions, BaseNodePostprocessor):  # typ
         }
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             texts = [node.node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-            ranked = rerank(
-                self.reranker,
-                query_bundle.query_str,
-                texts,
-                top_n=self.top_n,
-                threshold=self.score_threshold,
-                task=self.task,
-                instruction=self.instruction,
-                empty="lowest",
-            )
+            ranked = self.ranked(query_bundle.query_str, texts)
             scale = self.reranker.score_scale
             reranked = [
                 NodeWithScore(node=_with_scale(nodes[c.index].node, scale), score=c.score) for c in ranked
