@@ -231,6 +231,10 @@ def qzhou_server(tmp_path_factory: pytest.TempPathFactory, tiny_qzhou_path: str)
         yield up
 
 
+LLM_RERANK_MAX_LENGTH = 200
+"""The served LLM reranker's ``--rerank-max-length``."""
+
+
 @pytest.fixture(scope="session")
 def rerank_servers(
     tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder_path: str, tiny_llm_reranker_path: str
@@ -241,7 +245,8 @@ def rerank_servers(
     - ``cross-encoder``: the tiny cross-encoder served as ``servers.RERANK_NAME``, behind
       ``servers.SERVER_KEY``, taking at most 64 documents and 5,000 tokens per request (so that the
       limits are cheap to reach), by ``python -m qzhou_plugins.server``;
-    - ``llm``: the tiny Qwen3-shaped LLM reranker under its path, no key, by ``qzhou-plugins serve``.
+    - ``llm``: the tiny Qwen3-shaped LLM reranker under its path, no key, pairs of at most
+      ``LLM_RERANK_MAX_LENGTH`` tokens, by ``qzhou-plugins serve``.
     """
     from servers import CLI_SERVE, RERANK_NAME, SERVER_KEY, launch, stop, wait_ready
 
@@ -251,7 +256,10 @@ def rerank_servers(
     launched = {
         "cross-encoder": launch(DEMO_MODEL, folder / "cross-encoder.log", *options, key=SERVER_KEY),
         "llm": launch(
-            DEMO_MODEL, folder / "llm.log", "--rerank-model", tiny_llm_reranker_path, entry=CLI_SERVE
+            DEMO_MODEL,
+            folder / "llm.log",
+            *("--rerank-model", tiny_llm_reranker_path, "--rerank-max-length", str(LLM_RERANK_MAX_LENGTH)),
+            entry=CLI_SERVE,
         ),
     }
     try:

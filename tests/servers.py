@@ -116,6 +116,14 @@ class ServerProcess:
         options.setdefault("headers", self.headers)
         return httpx.post(self.url + path, json=body, timeout=60, **options)
 
+    def raw_post(self, path: str, body: Any) -> bytes:
+        """The bytes of a POST of ``body`` as JSON: what a test sends over a socket it then drops."""
+        content = httpx.Request("POST", "/", json=body).read()
+        lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}", "Content-Type: application/json"]
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        lines.append(f"Content-Length: {len(content)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + content
+
     def embed(self, body: dict[str, Any]) -> np.ndarray:
         """The rows of a successful /v1/embeddings answer, float or base64 alike."""
         answer = self.post("/v1/embeddings", body)

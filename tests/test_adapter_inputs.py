@@ -302,8 +302,9 @@ def test_top_n_changed_after_construction_is_checked_at_the_call(encoder: Encode
 
 @pytest.mark.parametrize("threshold", [float("nan"), float("inf"), True, "0.5"])
 def test_a_score_threshold_must_be_a_finite_number(encoder: Encoder, threshold: Any) -> None:
-    with pytest.raises((TypeError, ValidationError), match="score_threshold must be a"):
-        QZhouReranker(encoder=encoder, score_threshold=threshold)
+    for component in (QZhouReranker, QZhouRerank):
+        with pytest.raises((TypeError, ValidationError), match="score_threshold must be a"):
+            component(encoder=encoder, score_threshold=threshold)
 
 
 def test_both_rerankers_order_as_the_one_rank_does_ties_included(encoder: Encoder) -> None:

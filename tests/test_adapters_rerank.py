@@ -147,6 +147,10 @@ def test_llama_index_postprocessor_scores_like_the_reranker(reranker_path: str) 
         assert result.node.metadata["relevance_score_scale"] == "probability"
         assert "relevance_score_scale" not in result.node.get_content(metadata_mode=MetadataMode.LLM)
     assert all(not n.node.metadata for n in given)  # the caller's nodes keep their metadata
+    # score_threshold cuts on the reranker's own scale, as SimilarityPostprocessor: strictly below is dropped.
+    second = float(np.sort(expected)[-2])
+    cut = QZhouRerank(model=reranker_path, top_n=None, score_threshold=second)
+    assert [n.score for n in cut.postprocess_nodes(given, query_str=QUERY)] == [n.score for n in reranked[:2]]
 
 
 def test_llama_index_postprocessor_round_trips(tiny_cross_encoder_path: str, minilm: Encoder) -> None:

@@ -247,3 +247,53 @@ def test_cli_refuses_bad_rerank_flags_with_one_line(
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     assert re.search(message, err), err
+
+
+def average_precision_and_reciprocal_rank(scores: np.ndarray, positives: int) -> tuple[float, float]:
+    """AP and RR@10 of candidates whose first ``positives`` are the relevant ones, ranked by ``scores``
+    (a tie puts a negative first, as the evaluation does)."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], -i))
+    hits = [place for place, i in enumerate(order, start=1) if i < positives]
+    precision = sum(found / place for found, place in enumerate(hits, start=1)) / positives
+    return precision, (1 / hits[0] if hits[0] <= 10 else 0.0)
+
+
+def test_eval_rerank_scores_with_the_reranker_alone(
+    tiny_cross_encoder_path: str, cross_encoder: Reranker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    samples = [
+        {"query": text, "positive": [DOCUMENTS[d] for d in relevant],
+         "negative": [DOCUMENTS[d] for d in DOCUMENTS if d not in relevant][:6]}
+        for text, relevant in QUERIES.values()
+    ]  # fmt: skip
+    source, out = tmp_path / "pairs.jsonl", tmp_path / "result.json"
+    source.write_text("".join(json.dumps(sample) + "\n" for sample in samples), "utf-8")
+    from qzhou_plugins import encoder as encoder_module
+
+    encoders_before = set(encoder_module._shared)
+    code = main(
+        ["eval", "rerank", str(source), "--rerank-model", tiny_cross_encoder_path, "--json", str(out)]
+    )
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert set(encoder_module._shared) == encoders_before  # no embedder was loaded
+    assert f"model {tiny_cross_encoder_path} (cross-encoder, probability scores), task none" in printed.out
+    figures = [
+        average_precision_and_reciprocal_rank(
+            score_candidates(cross_encoder, s["query"], s["positive"] + s["negative"]), len(s["positive"])
+        )
+        for s in samples
+    ]
+    result = json.loads(out.read_text("utf-8"))
+    assert (result["kind"], result["score_scale"], result["queries"]) == ("cross-encoder", "probability", 6)
+    assert result["map"] == pytest.approx(np.mean([ap for ap, _ in figures]), abs=1e-6)
+    assert result["mrr_at_10"] == pytest.approx(np.mean([rr for _, rr in figures]), abs=1e-6)
+    table = {
+        line.split()[0]: float(line.split()[1])
+        for line in printed.out.splitlines()
+        if line[:4] in ("map ", "mrr_")
+    }
+    assert table["map"] == pytest.approx(result["map"], abs=1e-5)
+    both = ["eval", "rerank", str(source), "--rerank-model", "m", "--model", DEMO_MODEL]
+    assert main(both) == 2
+    assert "--model is the embedder's, but with --rerank-model" in capsys.readouterr().err

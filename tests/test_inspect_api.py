@@ -17,6 +17,7 @@ from inspect_data import BROKEN, TEA, evaluation_paths, notes
 from qzhou_plugins import DEMO_MODEL
 from qzhou_plugins.chroma import QZhouCollection
 from qzhou_plugins.cli.inspect import allowed_hosts
+from qzhou_plugins.inspector import plots
 from test_cli import assert_one_line_error, run
 
 pytest.importorskip("fastapi")
@@ -116,11 +117,21 @@ def test_a_filter_and_a_rerank(client: Any) -> None:
 
 
 def test_compare_lists_the_three_modes(client: Any) -> None:
-    answer = client.post("/api/compare", json={"collection": TEA, "q": QUESTION, "k": 4, "rerank": 10}).json()
-    assert set(answer["lists"]) == {"dense", "lexical", "hybrid"}
-    for mode, listed in answer["lists"].items():
+    asked = {"collection": TEA, "q": QUESTION, "k": 4, "mode": "lexical", "rerank": 10}
+    answer = client.post("/api/compare", json=asked).json()
+    assert list(answer["lists"]) == ["dense", "lexical", "hybrid", "reranked"]
+    for mode in ("dense", "lexical", "hybrid"):
+        listed = answer["lists"][mode]
         assert listed["mode"] == mode and len(listed["hits"]) == 4
         assert all(hit["rerank_score"] is None for hit in listed["hits"])  # the modes' own lists
+    reranked = answer["lists"]["reranked"]  # the asked mode's best 10, reranked by the collection's model
+    assert reranked == search(client, mode="lexical", k=4, rerank=10)
+    assert reranked["mode"] == "lexical" and all(hit["rerank_score"] is not None for hit in reranked["hits"])
+    assert [hit["id"] for hit in reranked["hits"]] != [
+        hit["id"] for hit in answer["lists"]["lexical"]["hits"]
+    ]
+    plain = client.post("/api/compare", json={"collection": TEA, "q": QUESTION, "k": 4}).json()
+    assert list(plain["lists"]) == ["dense", "lexical", "hybrid"]  # no rerank asked, no fourth list
 
 
 def test_a_document_with_its_neighbours(client: Any) -> None:
@@ -195,6 +206,9 @@ def test_evaluation_files_become_plots(client: Any, files: list[dict[str, Any]])
     )
     assert "nDCG@10 per query" in answer["scatter"] and answer["scatter"].count("<circle") == 4
     assert len(answer["worst"]) == 4 and answer["worst"][0]["first"][0]["excerpt"]
+    long_name = "a run named at length: dense, MiniLM, SciFact test split, reranked at depth 100 by " * 2
+    drawn = plots.bars([(long_name, 0.5, 0.7)])  # cut under its bars, whole in its tooltip
+    assert f"<title>{long_name}</title>{long_name[: plots.LABEL_MOST - 1]}…</text>" in drawn
     paired = client.post("/api/plots", json={"files": files, "first": 1, "second": 2}).json()
     assert paired["pair"] == [1, 2]
 

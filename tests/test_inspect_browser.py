@@ -177,6 +177,13 @@ def test_a_reranked_query(page: Any, address: str) -> None:
     )
     assert all(row[5] != "—" and row[4] != "—" for row in rows)  # the rerank score beside the fused one
     assert "caffeine.md" in rows[0][7]
+    page.click("#compare-button")  # the modes' own lists, and the hybrid one reranked beside them
+    page.wait_for_selector(".compare-list[data-mode='reranked'] li")
+    columns = page.locator(".compare-column h3").all_inner_texts()
+    assert columns == ["dense", "hybrid", "lexical", "hybrid, reranked"]
+    reranked = page.locator(".compare-list[data-mode='reranked'] li")
+    assert reranked.count() == 3 and "caffeine.md" in reranked.first.inner_text()
+    assert "then the hybrid list reranked. Scores:" in page.inner_text("#compare-note")
 
 
 def test_a_document_with_its_neighbours(page: Any, address: str, screenshots: Path) -> None:
@@ -203,6 +210,16 @@ def test_evaluation_plots(page: Any, address: str, screenshots: Path, tmp_path: 
     assert "3 run(s) from 2 file(s)" in page.inner_text("#eval-note")
     assert "nDCG@10 and recall@100 per run" in page.inner_text("#eval-bars")
     assert page.locator("#eval-bars svg rect title").count() == 6  # two bars (with a tooltip) per run
+    names, picture = (
+        page.locator("#eval-bars svg text.run-name"),
+        page.locator("#eval-bars svg").bounding_box(),
+    )
+    assert names.count() == 3
+    for box in (names.nth(i).bounding_box() for i in range(3)):  # each name whole inside the picture
+        assert picture["x"] <= box["x"] and box["x"] + box["width"] <= picture["x"] + picture["width"]
+        assert picture["y"] <= box["y"] and box["y"] + box["height"] <= picture["y"] + picture["height"]
+    shown = names.nth(2).evaluate("name => name.lastChild.textContent")
+    assert shown == "dense-reranked: dense + rerank all-MiniLM-L6-v2"  # not cut
     assert page.locator("#eval-scatter svg circle").count() == 4
     assert page.locator("#worst > li").count() == 4
     page.select_option("#eval-first", "1")

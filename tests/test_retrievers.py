@@ -73,6 +73,25 @@ def test_langchain_documents_carry_what_each_side_said(notes: QZhouCollection) -
     )
 
 
+def test_both_retrievers_pass_the_rerank_task_and_instruction(notes: QZhouCollection) -> None:
+    query, instruction = "error code E4711", "Given an error code, find the repair note that explains it"
+    options: dict[str, Any] = {"mode": "hybrid", "rerank_candidates": 5, "rerank_instruction": instruction}
+    expected = [hit.score for hit in notes.query(query, n_results=2, **options)[0].hits]
+    plain = [hit.score for hit in notes.query(query, n_results=2, mode="hybrid", rerank_candidates=5)[0].hits]
+    assert expected != pytest.approx(plain, abs=1e-4)  # the instruction changes the rerank
+    langchain = QZhouRetriever(collection=notes, k=2, **options).invoke(query)
+    assert [document.metadata["relevance_score"] for document in langchain] == pytest.approx(
+        expected, abs=1e-6
+    )
+    llama_index = LlamaIndexRetriever(notes, similarity_top_k=2, **options).retrieve(query)
+    assert [node.score for node in llama_index] == pytest.approx(expected, abs=1e-6)
+    task = {**options, "rerank_instruction": None, "rerank_task": "Find the note that explains a code"}
+    by_task = [hit.score for hit in notes.query(query, n_results=2, **task)[0].hits]
+    assert by_task != pytest.approx(plain, abs=1e-4)  # a task of its own words: its instruction
+    per_call = QZhouRetriever(collection=notes, k=2).invoke(query, **task)
+    assert [document.metadata["relevance_score"] for document in per_call] == pytest.approx(by_task, abs=1e-6)
+
+
 async def test_langchain_async_matches_sync(notes: QZhouCollection) -> None:
     retriever = QZhouRetriever(collection=notes, k=3, where_document={"$contains": "capital"})
     documents = await retriever.ainvoke("the capital of Germany")
@@ -86,7 +105,8 @@ async def test_langchain_async_matches_sync(notes: QZhouCollection) -> None:
      ({"k": 0}, ValueError, "k must be a positive integer"),
      ({"fusion": "weighted", "alpha": 2}, ValueError, "alpha must be from 0 to 1"),
      ({"where": "topic=pets"}, TypeError, "where must be a mapping"),
-     ({"rerank_candidates": -1}, ValueError, "rerank_candidates must be a positive integer")],
+     ({"rerank_candidates": -1}, ValueError, "rerank_candidates must be a positive integer"),
+     ({"rerank_task": "nonsense"}, ValueError, "Unknown task")],
 )  # fmt: skip
 def test_bad_retriever_options_are_named(
     notes: QZhouCollection, options: dict[str, Any], error: type[Exception], message: str

@@ -292,17 +292,8 @@ def test_500_concurrent_requests_get_their_own_vectors_and_share_batches(
     assert minilm_server.metric("qzhou_batch_requests_count") > single  # some batch held several requests
 
 
-def raw_request(server: ServerProcess, texts: list[str]) -> bytes:
-    body = httpx.Request("POST", "/", json={"input": texts}).read()
-    head = (
-        f"POST /v1/embeddings HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {server.key}\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
 def test_clients_that_go_away_do_not_wedge_the_server(minilm_server: ServerProcess, minilm: Encoder) -> None:
-    full = raw_request(minilm_server, long_texts(16))
+    full = minilm_server.raw_post("/v1/embeddings", {"input": long_texts(16)})
     encoded_before = minilm_server.metric("qzhou_batch_texts_sum")
     held = socket.create_connection((HOST, minilm_server.port), timeout=10)
     held.sendall(full[: len(full) // 2])  # half a request, left open for the whole test

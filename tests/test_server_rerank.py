@@ -9,6 +9,8 @@ checkpoint, within 1e-5.
 from __future__ import annotations
 
 import argparse
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,9 +18,11 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import LLM_RERANK_MAX_LENGTH
 from qzhou_plugins import DEMO_MODEL, Encoder
+from qzhou_plugins.backends.local.prefix_sharing import shared_length
 from qzhou_plugins.rerank import Reranker, rerank, score_candidates
-from servers import RERANK_NAME, ServerProcess
+from servers import HOST, RERANK_NAME, ServerProcess
 
 QUERY = "how is green tea made?"
 PASSAGES = [
@@ -115,6 +119,22 @@ def test_concurrent_requests_share_score_pairs_calls(
     assert rerank_server.metric("qzhou_rerank_queue_pairs") == 0
 
 
+def test_a_rerank_whose_client_hung_up_is_dropped_before_it_is_scored(rerank_server: ServerProcess) -> None:
+    documents = [f"passage {i}: " + "the tide comes in and the tide goes out " * 40 for i in range(16)]
+    body = {"model": DEMO_MODEL, "query": QUERY, "documents": documents}  # 17 texts of MiniLM's 256 tokens
+    full = rerank_server.raw_post("/v1/rerank", body)
+    encoded_before = rerank_server.metric("qzhou_batch_texts_sum")
+    for _ in range(3):
+        with socket.create_connection((HOST, rerank_server.port), timeout=10) as impatient:
+            impatient.sendall(full)  # a whole request, gone before its answer
+            time.sleep(0.05)
+    answer = rerank_server.post("/v1/rerank", {"model": DEMO_MODEL, "query": QUERY, "documents": PASSAGES})
+    assert_ranked_like(results_of(answer), rerank(Encoder.shared(model=DEMO_MODEL), QUERY, PASSAGES))
+    # The first impatient request was already with the model; the two behind it were dropped unscored.
+    assert rerank_server.metric("qzhou_batch_texts_sum") - encoded_before <= 17 + 1 + len(PASSAGES)
+    assert rerank_server.metric("qzhou_queue_texts") == 0
+
+
 BAD_REQUESTS = [
     ({"query": "q", "documents": ["a", " "]}, 400, "documents", "whitespace-only: position(s) 1"),
     ({"query": "q", "documents": ["a", None]}, 400, "documents", "None at position(s) 1"),
@@ -124,7 +144,8 @@ BAD_REQUESTS = [
     ({"query": "q", "documents": ["a"], "top_n": -1}, 400, "top_n", "top_n must be at least 0"),
     ({"query": "q", "documents": ["a"] * 65}, 413, "documents", "at most 64 per request"),
     ({"query": "q", "documents": ["a", "t" * 70_000]}, 413, "documents", "at most 65536 per text"),
-    ({"query": "q", "documents": ["tea " * 100] * 60}, 413, None, "at most 5000 per request"),
+    ({"query": "q", "documents": [f"tea {i} " + "tea " * 100 for i in range(60)]}, 413, None,
+     "at most 5000 per request"),
     ({"query": "tea " * 600, "documents": ["a"]}, 400, None, "the query alone takes"),
 ]  # fmt: skip
 
@@ -151,11 +172,26 @@ def test_a_served_llm_reranker_takes_the_instruction(
     default = score_candidates(local, QUERY, PASSAGES)
     assert np.abs(score_candidates(local, QUERY, PASSAGES, instruction=instruction) - default).max() > 1e-4
     cards = httpx.get(llm_rerank_server.url + "/v1/models", timeout=10).json()["data"]
-    assert (cards[-1]["id"], cards[-1]["kind"], cards[-1]["score_scale"]) == (
+    card = cards[-1]
+    assert (card["id"], card["kind"], card["score_scale"], card["max_length"]) == (
         tiny_llm_reranker_path,
         "llm",
         "probability",
+        LLM_RERANK_MAX_LENGTH,  # --rerank-max-length
     )
+
+
+def test_a_served_llm_reranker_counts_the_shared_prefix_once(
+    llm_rerank_server: ServerProcess, tiny_llm_reranker_path: str
+) -> None:
+    local = Reranker(model=tiny_llm_reranker_path, max_length=LLM_RERANK_MAX_LENGTH)
+    documents = [*PASSAGES, PASSAGES[0], "tea " * 400]  # a repeat (scored once) and one cut to fit
+    answer = llm_rerank_server.post("/v1/rerank", {"query": QUERY, "documents": documents})
+    assert_ranked_like(results_of(answer), rerank(local, QUERY, documents))
+    rows = local.backend._llm_tokens([QUERY] * 5, [*PASSAGES, documents[-1]], None)  # type: ignore[union-attr]
+    shared = shared_length(rows)
+    assert max(len(row) for row in rows) == LLM_RERANK_MAX_LENGTH and shared > 10
+    assert answer.json()["usage"]["total_tokens"] == shared + sum(len(row) - shared for row in rows)
 
 
 def test_the_rerank_options(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,6 +205,7 @@ def test_the_rerank_options(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
     for argv, words in (
         (["--model", "m", "--rerank-model", "r", "--rerank-served-name", "m-query"], "also the embedder's"),
         (["--rerank-served-name", "x"], "no rerank_model is served"),
+        (["--rerank-max-length", "64"], "rerank_max_length sets the reranker, but no rerank_model"),
     ):
         assert serve_from_arguments(parser.parse_args(argv)) == 2
         assert words in capsys.readouterr().err

@@ -166,3 +166,11 @@ def check_score(value: Any, *, what: str) -> float | None:
     if not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number, not {value!r}")
     return float(value)
+
+
+def check_choice(value: Any, choices: Iterable[str], *, what: str) -> str:
+    """``value`` if it is one of ``choices``; else an error naming them all (a typo is seen at once)."""
+    listed = tuple(choices)
+    if not isinstance(value, str) or value not in listed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(listed)}")
+    return value

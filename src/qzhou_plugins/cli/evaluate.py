@@ -51,7 +51,12 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     for kind, source, summary, default_task in _KINDS:
         sub = kinds.add_parser(kind, parents=[common], help=summary, description=summary + ".")
         sub.add_argument("source", metavar=source, help="the test set (formats: docs/evaluation.md)")
-        sub.add_argument("--model", default=DEFAULT_MODEL, help="model name or folder (default: %(default)s)")
+        # eval rerank: no --model with --rerank-model, so its default is applied later (_check_options).
+        sub.add_argument(
+            "--model",
+            default=None if kind == "rerank" else DEFAULT_MODEL,
+            help=f"model name or folder (default: {DEFAULT_MODEL})",
+        )
         sub.add_argument(
             "--task",
             default=None,
@@ -68,7 +73,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
             )
             add_search_options(sub, what="the documents")
             add_lexical_options(sub, new="the lexical side (--mode lexical and hybrid)")
-            _rerank_options(sub)
+        if kind != "sts":
+            _rerank_options(sub, second_stage=kind == "retrieval")
         sub.set_defaults(handler=command_eval)
 
 
@@ -102,23 +108,19 @@ def _encoder_options(parser: argparse.ArgumentParser) -> None:
     add_base_url(parser)
 
 
-def _rerank_options(parser: argparse.ArgumentParser) -> None:
-    """The second stage of ``eval retrieval``: a reranker over the first stage's best (BEIR's protocol)."""
+def _rerank_options(parser: argparse.ArgumentParser, *, second_stage: bool) -> None:
+    """The reranker of ``eval rerank`` (which then scores the candidates instead of an embedder) or the
+    second stage of ``eval retrieval``: a reranker over the first stage's best (BEIR's protocol)."""
     parser.add_argument(
         "--rerank-model",
         default=None,
         metavar="M",
         help="rerank with model M (a cross-encoder, an LLM reranker such as Qwen3-Reranker, or an "
-        "embedding model); default: no reranking, the first stage alone",
+        "embedding model); default: "
+        + ("no reranking, the first stage alone" if second_stage else "--model's embedding reranker"),
     )
-    parser.add_argument(
-        "--rerank-depth",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"the first stage's best N documents of each query are reranked (default with --rerank-model: "
-        f"{DEFAULT_RERANK_DEPTH}, as BEIR); nDCG@10 and recall@100 are reported before and after",
-    )
+    if second_stage:
+        _depth_option(parser)
     parser.add_argument(
         "--rerank-max-length",
         type=positive_int,
@@ -128,16 +130,31 @@ def _rerank_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _depth_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rerank-depth",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"the first stage's best N documents of each query are reranked (default with --rerank-model: "
+        f"{DEFAULT_RERANK_DEPTH}, as BEIR); nDCG@10 and recall@100 are reported before and after",
+    )
+
+
 def command_eval(args: argparse.Namespace) -> int:
     from .. import evaluation
     from ..encoder import Encoder
 
     options = _check_options(args)
     data = _read_data(args)
-    lexical_only = args.kind == "retrieval" and args.mode == "lexical"
+    # Loaded before any work: a bad name fails fast.
+    reranker = _reranker(args, options) if args.kind != "sts" else None
+    no_embedder = (args.kind == "retrieval" and args.mode == "lexical") or (
+        args.kind == "rerank" and reranker is not None
+    )  # BM25 alone, or a reranker scoring the candidates: no embedder is loaded
     encoder = (
         None
-        if lexical_only  # BM25 alone: no model is loaded
+        if no_embedder
         else Encoder.shared(model=args.model, batch_tokens=args.batch_tokens, show_progress=True, **options)
     )
     task_option = {} if args.task is None else {"task": args.task}
@@ -145,7 +162,7 @@ def command_eval(args: argparse.Namespace) -> int:
     result: evaluation.EvaluationResult
     if args.kind == "retrieval":
         lexical = {"analyzer": args.analyzer, "lexical_engine": args.lexical_engine}
-        rerank = _rerank_arguments(args, options)  # loaded before the first stage runs: a bad name fails fast
+        rerank = {} if reranker is None else {"reranker": reranker, "rerank_depth": args.rerank_depth}
         result = evaluation.evaluate_retrieval(
             encoder, data, **task_option, **search_options(args), **lexical, **rerank, show_progress=True
         )
@@ -154,7 +171,8 @@ def command_eval(args: argparse.Namespace) -> int:
         result = evaluation.evaluate_sts(encoder, data, name=name, **task_option)
         size = f"{result.pairs} pairs"
     else:
-        result = evaluation.evaluate_reranking(encoder, data, name=name, show_progress=True, **task_option)
+        scorer = reranker if reranker is not None else encoder
+        result = evaluation.evaluate_reranking(scorer, data, name=name, show_progress=True, **task_option)
         size = f"{result.queries} queries, {result.candidates} candidates"
         if result.skipped_queries:
             size += f", {result.skipped_queries} without a positive skipped"
@@ -189,25 +207,46 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"{args.source}: no such folder (expected a BEIR folder with corpus.jsonl)")
     if args.kind != "retrieval" and not source.is_file():
         raise UsageError(f"{args.source}: no such file")
-    if args.kind == "retrieval" and args.rerank_model is None:
-        alone = [flag for flag in ("rerank_depth", "rerank_max_length") if getattr(args, flag) is not None]
+    if args.kind != "sts":
+        _check_rerank_flags(args, options)
+    return options
+
+
+def _check_rerank_flags(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """Refuse a reranker flag without --rerank-model, and (``eval rerank``, where the reranker then
+    scores alone) an embedder's flag beside it; give ``--model`` its default where it has none."""
+    if args.rerank_model is None:
+        alone = [
+            flag for flag in ("rerank_depth", "rerank_max_length") if getattr(args, flag, None) is not None
+        ]
         if alone:
             flag = "--" + alone[0].replace("_", "-")
             raise UsageError(
                 f"{flag} sets the reranker, but no --rerank-model names one: give --rerank-model M"
             )
-    return options
+    elif args.kind == "rerank":
+        embedder_only = [
+            name for name in ("max_length", "cache_dir", "family", "dimensions") if name in options
+        ]
+        if args.model is not None or embedder_only:
+            flag = "--model" if args.model is not None else "--" + embedder_only[0].replace("_", "-")
+            raise UsageError(
+                f"{flag} is the embedder's, but with --rerank-model the reranker scores the candidates "
+                "and no embedder is loaded: leave it out (--rerank-max-length sets the reranker's length)"
+            )
+    if args.model is None:
+        args.model = DEFAULT_MODEL
 
 
-def _rerank_arguments(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
-    """``reranker`` and ``rerank_depth`` for :func:`evaluate_retrieval` (none without --rerank-model).
+def _reranker(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """The reranker of --rerank-model (None without it), loaded once per process.
 
     The reranker runs where the encoder runs: the same --device, --dtype, --batch-tokens and
     --base-url (a served reranker is asked of the same server); --max-length is the embedder's per
     text, so a pair has its own, --rerank-max-length.
     """
     if args.rerank_model is None:
-        return {}
+        return None
     from ..config import RerankerConfig
     from ..rerank.reranker import Reranker
 
@@ -215,7 +254,7 @@ def _rerank_arguments(args: argparse.Namespace, options: dict[str, Any]) -> dict
     if args.rerank_max_length is not None:
         shared["max_length"] = args.rerank_max_length
     config = RerankerConfig(model=args.rerank_model, batch_tokens=args.batch_tokens, **shared)
-    return {"reranker": Reranker.shared(config), "rerank_depth": args.rerank_depth}
+    return Reranker.shared(config)
 
 
 def _read_data(args: argparse.Namespace) -> Any:
@@ -233,8 +272,11 @@ def _read_data(args: argparse.Namespace) -> Any:
 def _print_result(result: Any, size: str) -> None:
     print(f"{result.evaluation} evaluation of {result.dataset} ({size}) in {result.seconds:.1f} s")
     mode = getattr(result, "mode", "dense")
+    kind = getattr(result, "kind", "embedding")  # eval rerank's scorer: a reranker of another kind
     if mode != "lexical":
-        print(f"model {result.model}, task {result.task}")
+        scale = "" if kind == "embedding" else f" ({kind}, {result.score_scale} scores)"
+        print(f"model {result.model}{scale}, task {result.task}")
+    if mode != "lexical" and kind == "embedding":
         print(f"query prefix {result.query_prefix!r}, document prefix {result.document_prefix!r}")
     if mode != "dense":
         fused = f", fused with the model's ranking by {result.fusion}" if mode == "hybrid" else ""

@@ -147,10 +147,14 @@ class RerankResult(EvaluationResult):
     """Ranking quality of candidate lists (MTEB's main score: MAP).
 
     Samples without a positive candidate have no defined precision; they are counted in
-    ``skipped_queries`` rather than scored.
+    ``skipped_queries`` rather than scored. ``kind`` and ``score_scale`` are the scorer's: an
+    embedding model's cosine, or a cross-encoder's or LLM reranker's (``task`` is then ``"none"``
+    for a cross-encoder, which takes no instruction).
     """
 
     evaluation: Literal["rerank"] = "rerank"
+    kind: str = "embedding"
+    score_scale: str = "cosine"
     map: float
     mrr_at_10: float
     queries: int

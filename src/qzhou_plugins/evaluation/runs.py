@@ -225,18 +225,20 @@ def evaluate_sts(
 
 
 def evaluate_reranking(
-    encoder: Encoder,
+    scorer: Encoder | Reranker,
     data: Sequence[RerankSample] | str | Path,
     *,
     task: TaskLike = TaskType.RERANKING,
     name: str | None = None,
     show_progress: bool | None = None,
 ) -> RerankResult:
-    """MAP and MRR@10 of each query's candidates ordered by the shared model's reranking score.
+    """MAP and MRR@10 of each query's candidates ordered by ``scorer``'s score.
 
-    The scores come from :func:`qzhou_plugins.rerank.score_candidates`, the very function the
-    framework rerankers call, so this measures what users get. A tie between a positive and a
-    negative candidate counts against the model (the negative is ranked first).
+    ``scorer`` is an encoder (its embedding reranker: the cosine of the instructed query and each
+    candidate) or any :class:`~qzhou_plugins.rerank.Reranker` (a cross-encoder, an LLM reranker),
+    which then needs no embedder. The scores come from :func:`qzhou_plugins.rerank.score_candidates`,
+    the very function the framework rerankers call, so this measures what users get. A tie between
+    a positive and a negative candidate counts against the model (the negative is ranked first).
     """
     if isinstance(data, (str, Path)):
         samples = read_rerank_samples(data)
@@ -244,12 +246,12 @@ def evaluate_reranking(
     else:
         samples = list(data)
     started = time.perf_counter()
-    show = wants_progress(show_progress, len(samples), encoder.config.show_progress)
+    show = wants_progress(show_progress, len(samples), scorer.config.show_progress)
     qrels: dict[str, dict[str, int]] = {}
     run: dict[str, dict[str, float]] = {}
     for number, sample in enumerate(tqdm(samples, desc="Reranking", unit="query", disable=not show)):
         if sample.positive:
-            qrels[str(number)], run[str(number)] = _judged_scores(encoder, sample, task)
+            qrels[str(number)], run[str(number)] = _judged_scores(scorer, sample, task)
     skipped = len(samples) - len(qrels)
     if skipped:
         logger.warning(
@@ -259,7 +261,7 @@ def evaluate_reranking(
         raise EvaluationDataError("no sample has a positive candidate: MAP and MRR are undefined")
     return RerankResult(
         dataset=name or "rerank",
-        **_description(encoder, task),
+        **_scorer_description(scorer, task),
         seconds=time.perf_counter() - started,
         **rerank_metrics(qrels, run),
         queries=len(qrels),
@@ -269,16 +271,29 @@ def evaluate_reranking(
 
 
 def _judged_scores(
-    encoder: Encoder, sample: RerankSample, task: TaskLike
+    scorer: Encoder | Reranker, sample: RerankSample, task: TaskLike
 ) -> tuple[dict[str, int], dict[str, float]]:
     """One sample as trec_eval judgements and run: candidate id -> relevance, candidate id -> score."""
     texts = [*sample.positive, *sample.negative]
-    scores = score_candidates(encoder, sample.query, texts, task=task)
+    scores = score_candidates(scorer, sample.query, texts, task=task)
     # trec_eval orders ties by descending id: "n" ids after "p" ids would favour positives,
     # so negatives get the larger prefix "q".
     ids = [f"p{i}" for i in range(len(sample.positive))] + [f"q{i}" for i in range(len(sample.negative))]
     judged = {doc: int(doc.startswith("p")) for doc in ids}
     return judged, {doc: float(score) for doc, score in zip(ids, scores, strict=True)}
+
+
+def _scorer_description(scorer: Encoder | Reranker, task: TaskLike) -> dict[str, str]:
+    """What a reranking result records of its scorer: its model, kind and scale, the task whose
+    instruction it was given (``none`` for a cross-encoder) and the prefixes an embedding reranker put
+    before each side (none for a cross-encoder or an LLM reranker, whose template holds the pair)."""
+    encoder = scorer if isinstance(scorer, Encoder) else scorer.encoder
+    query_prefix, document_prefix = encoder.prefixes(task) if encoder is not None else ("", "")
+    return {
+        **second_stage.describe_reranker(scorer, task),
+        "query_prefix": query_prefix,
+        "document_prefix": document_prefix,
+    }
 
 
 def _description(encoder: Encoder, task: TaskLike) -> dict[str, str]:

@@ -6,6 +6,7 @@ shows it as it is and saves it as an ``.svg`` file (or, drawn on a canvas, as a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
@@ -14,6 +15,13 @@ COLOURS = ("#3867d6", "#f7b731")
 
 HELPED, HURT, SAME = "#20bf6b", "#eb3b5a", "#778ca3"
 FONT = 'font-family="system-ui, sans-serif" font-size="12"'
+
+LABEL_MOST = 60
+"""Characters of a run's name written under its bars; a longer name is cut (whole in its tooltip)."""
+_NARROW, _WIDE = set(" .,:;'!|()[]ijlftrI1"), set("MWmw@%")
+"""Characters that take much less, or much more, than most at the 12 px of :data:`FONT`."""
+SLANT = 35
+"""Degrees the run names are turned by, so that long ones do not run into each other."""
 
 
 def _svg(width: int, height: int, title: str, body: list[str]) -> str:
@@ -36,11 +44,21 @@ def _axis(x: float, right: float, top: float, bottom: float, ticks: int = 5) -> 
 
 
 def bars(runs: Sequence[tuple[str, float, float]], title: str = "nDCG@10 and recall@100 per run") -> str:
-    """Two bars per run, ``(label, ndcg_at_10, recall_at_100)``, on one 0..1 scale."""
-    group, bar, left, top, bottom_margin = 110, 36, 50, 60, 130
+    """Two bars per run, ``(label, ndcg_at_10, recall_at_100)``, on one 0..1 scale.
+
+    Each run's name is written slanted under its bars, whole up to :data:`LABEL_MOST` characters (a
+    longer one is cut, and whole in its tooltip), and the picture is made as large as its longest
+    name needs: no name is clipped at the left or bottom edge.
+    """
+    group, bar, top, plot = 110, 36, 60, 210
+    extents = [_slanted_extent(_short(label, LABEL_MOST)) for label, *_ in runs]
+    # Each name ends under its bars and reaches left by its extent: none may start before the edge.
+    left = max(
+        [50] + [math.ceil(across) - (15 + bar + 10) - group * n + 8 for n, (across, _) in enumerate(extents)]
+    )
+    bottom = top + plot
     width = max(380, left + 20 + group * max(1, len(runs)))
-    height = 400
-    bottom = height - bottom_margin
+    height = bottom + 16 + math.ceil(max((down for _, down in extents), default=0)) + 16
     body = [f'<text x="{left}" y="22" font-size="15" font-weight="600">{escape(title)}</text>']
     body += _axis(left, width - 10, top, bottom)
     for number, (label, ndcg, recall) in enumerate(runs):
@@ -54,9 +72,10 @@ def bars(runs: Sequence[tuple[str, float, float]], title: str = "nDCG@10 and rec
                         f"<title>{escape(label)}: {name} {value:.4f}</title></rect>")  # fmt: skip
             body.append(f'<text x="{bx + bar / 2}" y="{bottom - h - 4:.1f}" text-anchor="middle" '
                         f'font-size="10">{value:.3f}</text>')  # fmt: skip
-        turn = f"rotate(-35 {x + bar + 10} {bottom + 16})"
-        body.append(f'<text x="{x + bar + 10}" y="{bottom + 16}" text-anchor="end" transform="{turn}">'
-                    f"{escape(_short(label, 32))}</text>")  # fmt: skip
+        turn = f"rotate(-{SLANT} {x + bar + 10} {bottom + 16})"
+        name = f"<title>{escape(label)}</title>{escape(_short(label, LABEL_MOST))}"
+        body.append(f'<text class="run-name" x="{x + bar + 10}" y="{bottom + 16}" text-anchor="end" '
+                    f'transform="{turn}">{name}</text>')  # fmt: skip
     legend_y = 44
     for offset, (colour, name) in enumerate(zip(COLOURS, ("nDCG@10", "recall@100"), strict=True)):
         lx = left + offset * 120
@@ -96,6 +115,20 @@ def scatter(
     body.append(f'<text x="16" y="{top + size / 2}" text-anchor="middle" transform="{turn}">'
                 f"{escape(_short(y_label, 60))} ({metric})</text>")  # fmt: skip
     return _svg(width, height, title, body)
+
+
+def _slanted_extent(label: str) -> tuple[float, float]:
+    """How far ``label``, slanted by :data:`SLANT` and ending at a point, reaches left of it and below
+    it (its line's height included)."""
+    length = _text_width(label)
+    angle = math.radians(SLANT)
+    return length * math.cos(angle) + 12 * math.sin(angle), length * math.sin(angle) + 12 * math.cos(angle)
+
+
+def _text_width(text: str) -> float:
+    """An upper estimate of ``text``'s width in pixels at the 12 px of :data:`FONT` (whichever sans-serif
+    face the viewer has): the room it is given."""
+    return sum(4.5 if c in _NARROW else 11.5 if c in _WIDE else 9.0 if c.isupper() else 7.2 for c in text)
 
 
 def _unit(value: float) -> float:

@@ -98,14 +98,17 @@ def search(collection: Any, text: str, options: Any) -> dict[str, Any]:
 
 
 def compare(collection: Any, text: str, options: Any) -> dict[str, Any]:
-    """The same query in the three modes, side by side (the rerank of ``options`` left out: the
-    lists compared are what each mode ranks)."""
+    """The same query in the three modes, side by side, each as that mode ranks it (no rerank); and,
+    when ``options`` rerank, a fourth list: the search of ``options`` (its mode) reranked, so that
+    what the reranker moved is seen beside what it was given."""
     from dataclasses import replace
 
     lists = {}
     for mode in ("dense", "lexical", "hybrid"):
         one = replace(options, mode=mode, rerank_candidates=None, reranker=None)
         lists[mode] = search(collection, text, one)
+    if options.rerank_candidates is not None:
+        lists["reranked"] = search(collection, text, options)
     return {"query": text, "lists": lists}
 
 

@@ -42,9 +42,18 @@ from pydantic.fields import FieldInfo
 from ..config import EncoderConfig, RerankerConfig
 from ..encoder import Encoder
 from ..instructions import check_instruction
+from ..rerank import RankedCandidate, rerank
 from ..rerank.reranker import Reranker
+from ..validation import check_score
 
-__all__ = ["ENCODER_OPTIONS", "RERANKER_OPTIONS", "EncoderOptions", "InstructionOptions", "RerankerOptions"]
+__all__ = [
+    "ENCODER_OPTIONS",
+    "RERANKER_OPTIONS",
+    "EncoderOptions",
+    "InstructionOptions",
+    "RerankOptions",
+    "RerankerOptions",
+]
 
 ENCODER_OPTIONS: tuple[str, ...] = tuple(EncoderConfig.model_fields)
 """Every option that decides how the encoder is built: the fields of :class:`EncoderConfig`."""
@@ -318,3 +327,45 @@ class InstructionOptions(BaseModel):
     @classmethod
     def _is_an_instruction(cls, value: Any, info: ValidationInfo) -> str | None:
         return check_instruction(value, what=info.field_name)
+
+
+class RerankOptions(BaseModel):
+    """What a framework reranker takes besides its reranker, the same in LangChain and LlamaIndex: a
+    cut on the reranker's own scale and an instruction in place of the task's; and the one call that
+    ranks with them. The component also has ``reranker`` (:class:`RerankerOptions`), ``top_n`` and
+    ``task`` (its framework's own defaults and checks).
+    """
+
+    score_threshold: float | None = Field(
+        default=None,
+        description="Drop what scores strictly below this, on the reranker's scale (see score_scale); "
+        "None: keep all.",
+    )
+    instruction: str | None = Field(
+        default=None, description="Instruction in place of the task's (embedding and LLM rerankers)."
+    )
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _threshold_is_finite(cls, value: Any) -> float | None:
+        return check_score(value, what="score_threshold")  # NaN would silently drop everything
+
+    @field_validator("instruction", mode="before")
+    @classmethod
+    def _is_an_instruction(cls, value: Any) -> str | None:
+        return check_instruction(value, what="instruction")
+
+    def ranked(self, query: str, texts: list[str]) -> list[RankedCandidate]:
+        """``texts`` best first against ``query``: at most ``top_n``, none strictly below
+        ``score_threshold``; a blank text gets the scale's floor instead of failing the chain."""
+        component: Any = self
+        return rerank(
+            component.reranker,
+            query,
+            texts,
+            top_n=component.top_n,
+            threshold=self.score_threshold,
+            task=component.task,
+            instruction=self.instruction,
+            empty="lowest",
+        )

@@ -27,10 +27,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from ..instructions import Task, TaskLike, TaskType, check_instruction, resolve_task
-from ..rerank import rerank
-from ..validation import as_list, check_count, check_score, positions, validate_text
-from ._options import EncoderOptions, InstructionOptions, RerankerOptions
+from ..instructions import Task, TaskLike, TaskType, resolve_task
+from ..validation import as_list, check_count, positions, validate_text
+from ._options import EncoderOptions, InstructionOptions, RerankerOptions, RerankOptions
 
 __all__ = ["QZhouEmbeddings", "QZhouReranker"]
 
@@ -121,7 +120,7 @@ class QZhouEmbeddings(InstructionOptions, EncoderOptions, Embeddings):  # type: 
         return vectors[0].tolist()
 
 
-class QZhouReranker(RerankerOptions, BaseDocumentCompressor):  # type: ignore[misc,valid-type]
+class QZhouReranker(RerankOptions, RerankerOptions, BaseDocumentCompressor):  # type: ignore[misc,valid-type]
     """Reorders retrieved documents by their relevance to the query, with any reranker of the core.
 
     Meant as the ``base_compressor`` of a ``ContextualCompressionRetriever``. ``model`` names the
@@ -157,16 +156,9 @@ class QZhouReranker(RerankerOptions, BaseDocumentCompressor):  # type: ignore[mi
     """
 
     top_n: int | None = Field(default=3, ge=1, description="Documents to keep; None keeps all.")
-    score_threshold: float | None = Field(
-        default=None,
-        description="Drop documents whose relevance score is below this (on the reranker's scale).",
-    )
     task: str | Task | None = Field(
         default=TaskType.RERANKING.value,
         description="Task type, published task name, custom instruction, or Task.",
-    )
-    instruction: str | None = Field(
-        default=None, description="Instruction in place of the task's (embedding and LLM rerankers)."
     )
 
     @field_validator("task")
@@ -174,20 +166,10 @@ class QZhouReranker(RerankerOptions, BaseDocumentCompressor):  # type: ignore[mi
     def _task_is_known(cls, task: TaskLike) -> TaskLike:
         return _known_task(task)
 
-    @field_validator("instruction", mode="before")
-    @classmethod
-    def _is_an_instruction(cls, value: Any) -> str | None:
-        return check_instruction(value, what="instruction")
-
     @field_validator("top_n", mode="before")
     @classmethod
     def _top_n_is_a_count(cls, value: Any) -> int | None:
         return check_count(value, what="top_n", minimum=1)  # True is not 1 document
-
-    @field_validator("score_threshold", mode="before")
-    @classmethod
-    def _threshold_is_finite(cls, value: Any) -> float | None:
-        return check_score(value, what="score_threshold")  # NaN would silently drop everything
 
     def compress_documents(
         self,
@@ -202,16 +184,7 @@ class QZhouReranker(RerankerOptions, BaseDocumentCompressor):  # type: ignore[mi
             raise TypeError(
                 f"documents must be langchain Document objects: not at position(s) {positions(strangers)}"
             )
-        ranked = rerank(
-            self.reranker,
-            query,
-            [document.page_content for document in documents],
-            top_n=self.top_n,
-            threshold=self.score_threshold,
-            task=self.task,
-            instruction=self.instruction,
-            empty="lowest",
-        )
+        ranked = self.ranked(query, [document.page_content for document in documents])
         scale = self.reranker.score_scale
         return [_with_score(documents[candidate.index], candidate.score, scale) for candidate in ranked]
 

@@ -34,8 +34,10 @@ class QZhouRetriever(BaseRetriever):
     and ``where_document`` are Chroma filters that hold on both sides; ``rerank_candidates=N`` rescores
     the best N (of the fused list in hybrid mode) with ``reranker``: a model name (a cross-encoder, an
     LLM reranker such as Qwen3-Reranker, an embedding model) or a
-    :class:`~qzhou_plugins.rerank.Reranker`; None (the default) is the collection's own model. Every
-    option can also be given per call: ``retriever.invoke("query", k=3, where={"topic": "pets"})``.
+    :class:`~qzhou_plugins.rerank.Reranker`; None (the default) is the collection's own model;
+    ``rerank_task`` and ``rerank_instruction`` are what the reranker is given (an embedding or LLM
+    reranker; a cross-encoder takes no instruction). Every option can also be given per call:
+    ``retriever.invoke("query", k=3, where={"topic": "pets"})``.
 
     Each document has the record's id and text, its metadata, and what the search said of it:
     ``relevance_score`` (the score it was ranked by) and ``relevance_score_scale`` (that score's
@@ -67,6 +69,12 @@ class QZhouRetriever(BaseRetriever):
     rerank_candidates: int | None = Field(default=None, description="Rerank this many with the reranker.")
     reranker: Any = Field(
         default=None, description="Reranker: a model name or a Reranker; None: the collection's model."
+    )
+    rerank_task: Any = Field(
+        default=DEFAULTS["rerank_task"], description="Task of the rerank: a task type, name or Task."
+    )
+    rerank_instruction: str | None = Field(
+        default=None, description="Instruction of the rerank in place of the task's (not a cross-encoder's)."
     )
 
     @field_validator("collection")

@@ -35,10 +35,9 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
         "qzhou_plugins.llama_index needs llama-index-core: pip install 'qzhou-plugins[llama-index]'"
     ) from error
 
-from ..instructions import Task, TaskType, check_instruction, resolve_task
-from ..rerank import rerank
+from ..instructions import Task, TaskType, resolve_task
 from ..validation import check_count, validate_text, validate_texts
-from ._options import EncoderOptions, InstructionOptions, RerankerOptions
+from ._options import EncoderOptions, InstructionOptions, RerankerOptions, RerankOptions
 
 __all__ = ["QZhouEmbedding", "QZhouRerank"]
 
@@ -226,7 +225,7 @@ def _some_queries(queries: Any) -> list[str]:
     return checked
 
 
-class QZhouRerank(RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,valid-type]
+class QZhouRerank(RerankOptions, RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,valid-type]
     """Reranks retrieved nodes with any reranker of the core: an embedding model, a cross-encoder, an LLM.
 
     ``model`` names the reranker and its kind is read from the checkpoint (or given as ``kind=``):
@@ -238,7 +237,10 @@ class QZhouRerank(RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,
     :class:`~qzhou_plugins.rerank.Reranker`) can be passed instead.
 
     Each node is scored on its text as LlamaIndex embeds it (``MetadataMode.EMBED``), the nodes are
-    sorted by decreasing score and at most ``top_n`` are kept (``None`` keeps all).
+    sorted by decreasing score and at most ``top_n`` are kept (``None`` keeps all), none scoring
+    strictly below ``score_threshold`` (as ``SimilarityPostprocessor(similarity_cutoff=...)`` cuts),
+    which is on the reranker's own scale (:attr:`score_scale`): a threshold tuned for one kind of
+    reranker means nothing for another.
     ``NodeWithScore.score`` becomes the reranker's score, where LlamaIndex reads scores (a
     ``SimilarityPostprocessor(similarity_cutoff=...)`` after it cuts on that scale), and the node's
     metadata says which scale it is on, ``relevance_score_scale``: ``"cosine"`` (-1 to 1),
@@ -254,9 +256,6 @@ class QZhouRerank(RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,
         default=TaskType.RERANKING.value,
         description="Task type, published task name or custom query instruction used for scoring.",
     )
-    instruction: str | None = Field(
-        default=None, description="Instruction in place of the task's (embedding and LLM rerankers)."
-    )
 
     def __init__(self, **data: Any) -> None:
         data["task"] = _checked_task(data.get("task", TaskType.RERANKING.value))
@@ -266,11 +265,6 @@ class QZhouRerank(RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,
     @classmethod
     def _top_n_is_a_count(cls, value: Any) -> int | None:
         return check_count(value, what="top_n")  # True is not 1 node
-
-    @field_validator("instruction", mode="before")
-    @classmethod
-    def _is_an_instruction(cls, value: Any) -> str | None:
-        return check_instruction(value, what="instruction")
 
     @classmethod
     def class_name(cls) -> str:
@@ -296,15 +290,7 @@ class QZhouRerank(RerankerOptions, BaseNodePostprocessor):  # type: ignore[misc,
         }
         with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
             texts = [node.node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
-            ranked = rerank(
-                self.reranker,
-                query_bundle.query_str,
-                texts,
-                top_n=self.top_n,
-                task=self.task,
-                instruction=self.instruction,
-                empty="lowest",
-            )
+            ranked = self.ranked(query_bundle.query_str, texts)
             scale = self.reranker.score_scale
             reranked = [
                 NodeWithScore(node=_with_scale(nodes[c.index].node, scale), score=c.score) for c in ranked

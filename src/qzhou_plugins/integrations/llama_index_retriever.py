@@ -40,7 +40,9 @@ class QZhouRetriever(BaseRetriever):
     and ``where_document`` are Chroma filters that hold on both sides; ``rerank_candidates=N`` rescores
     the best N (of the fused list in hybrid mode) with ``reranker``: a model name (a cross-encoder, an
     LLM reranker such as Qwen3-Reranker, an embedding model) or a
-    :class:`~qzhou_plugins.rerank.Reranker`; None (the default) is the collection's own model.
+    :class:`~qzhou_plugins.rerank.Reranker`; None (the default) is the collection's own model;
+    ``rerank_task`` and ``rerank_instruction`` are what the reranker is given (an embedding or LLM
+    reranker; a cross-encoder takes no instruction).
 
     Each node is a ``TextNode`` with the record's id, text and metadata; ``NodeWithScore.score`` is the
     score it was ranked by, and its metadata also holds ``relevance_score_scale`` (that score's scale:

@@ -1,7 +1,8 @@
 """What the LangChain and LlamaIndex retrievers share: their options, checked once, and the query.
 
 Both retrievers are thin: they hold a :class:`~qzhou_plugins.chroma.QZhouCollection` and the options of
-its :meth:`~qzhou_plugins.chroma.QZhouCollection.query` (mode, fusion, filters, rerank and reranker),
+its :meth:`~qzhou_plugins.chroma.QZhouCollection.query` (mode, fusion, filters, the rerank: how many,
+by which reranker, for which task and with which instruction),
 and turn its hits into their framework's documents. The options are checked by the collection's own
 :class:`~qzhou_plugins.chroma.QueryOptions`, the same way for both, when a retriever is made (so a
 typo or an unknown reranker fails at construction, not at the first question), and again per call
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..instructions import TaskType
 from ..lexical.fusion import DEFAULT_ALPHA, DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_RRF_K
 from ..validation import check_count
 
@@ -20,7 +22,15 @@ DEFAULT_RETRIEVER_MODE = "hybrid"
 """The retrievers rank by both sides unless told otherwise: what plain vector-store retrievers lack."""
 
 SEARCH_FIELDS = ("mode", "fusion", "candidates", "rrf_k", "alpha")
-QUERY_FIELDS = (*SEARCH_FIELDS, "where", "where_document", "rerank_candidates", "reranker")
+QUERY_FIELDS = (
+    *SEARCH_FIELDS,
+    "where",
+    "where_document",
+    "rerank_candidates",
+    "reranker",
+    "rerank_task",
+    "rerank_instruction",
+)
 """The options of ``QZhouCollection.query`` a retriever holds (besides the number of results)."""
 
 SCORE_KEYS = (
@@ -43,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "where_document": None,
     "rerank_candidates": None,
     "reranker": None,
+    "rerank_task": TaskType.RERANKING.value,
+    "rerank_instruction": None,
 }
 
 

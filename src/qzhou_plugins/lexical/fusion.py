@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..rerank import rank
-from ..validation import check_count
+from ..validation import check_choice, check_count
 
 FUSIONS = ("rrf", "weighted")
 DEFAULT_FUSION = "rrf"
@@ -73,10 +73,8 @@ class SearchOptions:
     alpha: float = DEFAULT_ALPHA
 
     def __post_init__(self) -> None:
-        if not isinstance(self.mode, str) or self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        check_choice(self.mode, MODES, what="mode")
+        check_choice(self.fusion, FUSIONS, what="fusion")
         try:
             candidates = check_count(self.candidates, what="candidates", allow_none=False, minimum=1)
         except (TypeError, ValueError):

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..validation import check_choice
 from .analyzers import ANALYZERS, DEFAULT_ANALYZER
 
 ENGINES = ("fts5", "tantivy")
@@ -49,10 +50,8 @@ class LexicalSettings:
     format: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"unknown lexical engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        if self.analyzer not in ANALYZERS:
-            raise ValueError(f"unknown analyzer {self.analyzer!r}; choose one of {', '.join(ANALYZERS)}")
+        check_choice(self.engine, ENGINES, what="lexical engine")
+        check_choice(self.analyzer, ANALYZERS, what="analyzer")
         object.__setattr__(self, "k1", _number(self.k1, "k1", 0.0, math.inf))
         object.__setattr__(self, "b", _number(self.b, "b", 0.0, 1.0))
         if self.engine == "tantivy" and (self.k1, self.b) != TANTIVY_K1_B:

@@ -19,7 +19,7 @@ import numpy as np
 from ..backends.base import unit_rows
 from ..instructions import TaskLike, TaskType
 from ..validation import as_list, check_count, check_score, has_content, validate_text, validate_texts
-from .scores import check_finite, cosine_scores
+from .scores import check_finite
 
 if TYPE_CHECKING:
     from ..encoder import Encoder
@@ -62,33 +62,13 @@ class RankedCandidate:
 
 
 def as_reranker(scorer: Encoder | Reranker | Any) -> Any:
-    """``scorer`` as something with ``score_pairs`` and ``lowest_score``: a Reranker as it is, an
-    encoder (or the server's queued one) as its embedding reranker."""
+    """``scorer`` as something with ``score_pairs`` and ``lowest_score``: a Reranker (or the server's
+    queued one) as it is, an encoder as its embedding reranker (:meth:`Reranker.of_encoder`)."""
     if hasattr(scorer, "score_pairs"):
         return scorer
-    return _EncoderScorer(scorer)
+    from .reranker import Reranker
 
-
-class _EncoderScorer:
-    """An encoder used directly as an embedding reranker, without building a Reranker around it
-    (the server's queued encoder has only what the cosine needs)."""
-
-    lowest_score = LOWEST_SCORE
-
-    def __init__(self, encoder: Any) -> None:
-        self.encoder = encoder
-
-    def score_pairs(
-        self,
-        queries: Sequence[str],
-        documents: Sequence[str],
-        *,
-        task: TaskLike,
-        instruction: str | None,
-        show_progress: bool | None = None,
-    ) -> np.ndarray:
-        sides = self.encoder.prefixes(task, query_instruction=instruction)
-        return cosine_scores(self.encoder, queries, documents, sides)
+    return Reranker.of_encoder(scorer)
 
 
 def score_candidates(

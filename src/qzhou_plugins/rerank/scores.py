@@ -21,9 +21,8 @@ def cosine_scores(
 ) -> np.ndarray:
     """Cosine of each query (with the query prefix) and its document (with the document prefix).
 
-    ``encoder`` is anything with the encoder's ``encode_with_prefix`` and ``facts`` (the server's
-    queued encoder too). Distinct texts are embedded once, in one call, so the pairs of one query
-    cost one query vector.
+    ``encoder`` is an :class:`~qzhou_plugins.Encoder` (the server's, on its queue, too). Distinct
+    texts are embedded once, in one call, so the pairs of one query cost one query vector.
     """
     query_texts = list(dict.fromkeys(queries))
     document_texts = list(dict.fromkeys(documents))

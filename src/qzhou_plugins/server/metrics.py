@@ -80,23 +80,16 @@ class QueueMetrics:
     def __init__(
         self, registry: CollectorRegistry, prefix: str, items: str, call: str, model: str, included: str
     ) -> None:
-        self.batch_requests = Histogram(
-            f"{prefix}batch_requests",
-            f"Requests coalesced into one {call}",
-            buckets=_COUNT_BUCKETS,
-            registry=registry,
+
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(prefix + name, documentation, buckets=buckets, registry=registry)
+
+        self.batch_requests = histogram(
+            "batch_requests", f"Requests coalesced into one {call}", _COUNT_BUCKETS
         )
-        self.batch_items = Histogram(
-            f"{prefix}batch_{items}",
-            f"{items.capitalize()} in one {call}",
-            buckets=_COUNT_BUCKETS,
-            registry=registry,
-        )
-        self.batch_tokens = Histogram(
-            f"{prefix}batch_tokens",
-            f"Tokens ({included} included) in one {call}",
-            buckets=_TOKEN_BUCKETS,
-            registry=registry,
+        self.batch_items = histogram(f"batch_{items}", f"{items.capitalize()} in one {call}", _COUNT_BUCKETS)
+        self.batch_tokens = histogram(
+            "batch_tokens", f"Tokens ({included} included) in one {call}", _TOKEN_BUCKETS
         )
         self.queue_items = Gauge(
             f"{prefix}queue_{items}", f"{items.capitalize()} waiting for the {model}", registry=registry

@@ -55,6 +55,13 @@ def _add_model_arguments(group: argparse._ArgumentGroup) -> None:
         metavar="NAME",
         help="name clients send as `model` for the reranker (default: --rerank-model as given)",
     )
+    add(
+        "--rerank-max-length",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="tokens per (query, document) pair of the reranker (default: the reranker's own)",
+    )
     add("--device", default=None, help="torch device (default: CUDA when present, else CPU)")
     add(
         "--dtype",
@@ -146,6 +153,7 @@ def settings_from_arguments(args: argparse.Namespace) -> ServerSettings:
         served_name=args.served_name,
         rerank_model=args.rerank_model,
         rerank_served_name=args.rerank_served_name,
+        rerank_max_length=args.rerank_max_length,
         host=args.host,
         port=args.port,
         api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENVIRONMENT) or None,

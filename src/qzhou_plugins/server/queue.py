@@ -255,9 +255,38 @@ class EmbeddingQueue(BatchingQueue):
         """Queue ``texts`` (each with its prefix); the future gets their rows."""
         return self.enqueue_columns((texts, prefixes), tokens)
 
-    async def submit(self, texts: Sequence[str], prefixes: Sequence[str], tokens: int) -> np.ndarray:
-        """The rows of ``texts`` once the worker has encoded them (see :meth:`enqueue`)."""
-        return await self.enqueue(texts, prefixes, tokens)
+
+class RequestJobs:
+    """The jobs one request queues from a worker thread, where the core's scoring runs (a rerank):
+    cancelled together when the request is, so that a request whose client hung up is dropped
+    before it is scored, and queues nothing more.
+
+    A request that awaits its job on the event loop (an embedding request) has this for free:
+    cancelling the request cancels the future it awaits. Work on a thread waits in a coroutine of
+    its own, which must be told.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._futures: list[asyncio.Future[np.ndarray]] = []
+        self._cancelled = False
+
+    def rows(self, enqueue: Callable[[], asyncio.Future[np.ndarray]]) -> np.ndarray:
+        """From the worker thread: the rows of the job that ``enqueue`` (run on the loop) queues."""
+        return asyncio.run_coroutine_threadsafe(self._queued(enqueue), self._loop).result()
+
+    async def _queued(self, enqueue: Callable[[], asyncio.Future[np.ndarray]]) -> np.ndarray:
+        if self._cancelled:
+            raise asyncio.CancelledError("the request was cancelled before its job was queued")
+        future = enqueue()
+        self._futures.append(future)
+        return await future
+
+    def cancel(self) -> None:
+        """On the loop: every job of the request still waiting is dropped, none is queued after."""
+        self._cancelled = True
+        for future in self._futures:
+            future.cancel()
 
 
 def _settle(job: Job, *, rows: np.ndarray | None = None, error: BaseException | None = None) -> None:

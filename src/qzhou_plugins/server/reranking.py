@@ -8,7 +8,11 @@ wait in a queue of their own: the pairs of concurrent requests are scored in one
 token budget), as the embeddings endpoint coalesces texts. ``model`` routes: the reranker's name,
 the embedder's (either alias), or none (the served reranker if there is one, else the embedder);
 any other name is a 404. Scoring and sorting stay the core's (:func:`score_candidates`,
-:func:`rank`): the queued scorers here only carry its one model call through a queue.
+:func:`rank`): the embedder reranks as the core's embedding :class:`Reranker` of an ``Encoder``
+whose backend is the embeddings queue (:class:`QueuedBackend`), the served reranker through
+:class:`QueuedReranker`; both only carry the one model call through a queue. A request whose client
+hangs up is dropped from its queue before it is scored (:class:`~.queue.RequestJobs`), as an
+embedding request is.
 """
 
 from __future__ import annotations
@@ -21,17 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import numpy as np
-from tokenizers import Tokenizer
 
-from ..config import LlmTemplate
-from ..encoder import Encoder, per_text_prefixes
+from ..backends.base import BackendFacts
+from ..encoder import Encoder
 from ..instructions import TaskLike, TaskType, check_instruction, resolve_task
 from ..rerank import rank, score_candidates
 from ..rerank.formats import lowest_score
 from ..rerank.reranker import Reranker, llm_instruction
 from ..validation import as_list, check_count, positions, validate_text, validate_texts
 from .errors import ApiError, unavailable
-from .queue import BatchingQueue, EmbeddingQueue
+from .queue import BatchingQueue, EmbeddingQueue, RequestJobs
+from .rerank_tokens import PairCounter
 from .schemas import RerankRequest
 from .service import EmbeddingService, core_errors
 
@@ -161,7 +165,7 @@ class RerankService:
         """The Cohere/Jina-shaped answer to ``request``: results best first, usage in tokens."""
         served = self.served_reranker(request.model)
         if served:
-            reranker, queue = self.ready()
+            reranker, _ = self.ready()
             max_length = reranker.facts.max_length
         else:
             self.embedding.ready()
@@ -180,30 +184,48 @@ class RerankService:
                 self.check_reranker_inputs(reranker, task, instruction)
             else:
                 self.embedding.prefixes(task)  # an unknown task is refused before any work
-        loop = asyncio.get_running_loop()
-        with contextlib.ExitStack() as arrival:
-            if served:  # the pair queue waits for company only while a request is on its way
-                arrival.enter_context(queue.arriving())
-                scorer: Any = QueuedReranker(self, reranker, queue, loop, arrival.close)
-            else:
-                scorer = QueuedEncoder(self.embedding, loop)
-            # Texts are checked by now: what the model refuses is the pair (a query that leaves no room).
-            with core_errors(None):
-                scores = await loop.run_in_executor(
-                    self._threads,
-                    lambda: score_candidates(
-                        cast(Encoder, scorer), query, documents, task=task, instruction=instruction
-                    ),
-                )
+        scores, tokens = await self._scores(served, query, documents, task, instruction)
         results = []
         for candidate in rank(scores, top_n=request.top_n):
             result: dict[str, Any] = {"index": candidate.index, "relevance_score": candidate.score}
             if request.return_documents:
                 result["document"] = {"text": documents[candidate.index]}
             results.append(result)
-        usage = {"prompt_tokens": scorer.tokens, "total_tokens": scorer.tokens}
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         name = self.settings.rerank_name if served else self.settings.name
         return {"model": request.model or name, "results": results, "usage": usage}
+
+    async def _scores(
+        self, served: bool, query: str, documents: list[str], task: TaskLike, instruction: str | None
+    ) -> tuple[np.ndarray, int]:
+        """The scores of ``documents`` (the core's :func:`score_candidates`, on a rerank thread whose
+        one model call goes through a queue) and the tokens they took; dropped from the queue, unscored,
+        if the request is cancelled (its client hung up) while they wait."""
+        loop = asyncio.get_running_loop()
+        jobs = RequestJobs(loop)
+        with contextlib.ExitStack() as arrival:
+            scorer: Any
+            if served:  # the pair queue waits for company only while a request is on its way
+                reranker, queue = self.ready()
+                arrival.enter_context(queue.arriving())
+                counted = scorer = QueuedReranker(self, reranker, queue, jobs, arrival.close)
+            else:  # the embedder's own reranker, on an encoder whose backend is the embeddings queue
+                counted = QueuedBackend(self.embedding, jobs)
+                encoder, _ = self.embedding.ready()
+                scorer = Reranker.of_encoder(Encoder(encoder.config, backend=counted))
+            # Texts are checked by now: what the model refuses is the pair (a query that leaves no room).
+            with core_errors(None):
+                try:
+                    scores = await loop.run_in_executor(
+                        self._threads,
+                        lambda: score_candidates(
+                            scorer, query, documents, task=task, instruction=instruction
+                        ),
+                    )
+                except asyncio.CancelledError:
+                    jobs.cancel()
+                    raise
+        return scores, counted.tokens
 
     def check_reranker_inputs(self, reranker: Reranker, task: TaskLike, instruction: str | None) -> None:
         """Refuse before any work what the served reranker would refuse: an unknown task, an
@@ -251,42 +273,6 @@ def pair_scorer(reranker: Reranker) -> Callable[[tuple[list[Any], ...], Hashable
     return score
 
 
-class PairCounter:
-    """Tokens a served reranker reads for a query against each of its documents: the query, the
-    document and the pair's frame (special tokens, an LLM reranker's template and instruction), each
-    pair capped at ``max_length``. What the limits and ``usage`` count.
-
-    It tokenises with a copy of the reranker's tokenizer, never changed after it is made, so that
-    concurrent requests count at once without a lock.
-    """
-
-    def __init__(self, reranker: Reranker) -> None:
-        self.max_length = reranker.facts.max_length
-        self.encoder = reranker.encoder
-        self.template: LlmTemplate | None = None
-        if reranker.backend is not None:
-            backend: Any = reranker.backend  # a served reranker is a local one (LocalReranker)
-            self.tokenizer = Tokenizer.from_str(backend.loaded.tokenizer.backend_tokenizer.to_str())
-            self.tokenizer.no_padding()
-            self.tokenizer.no_truncation()
-            self.template = backend.template
-            self.specials = self.tokenizer.num_special_tokens_to_add(True)
-
-    def __call__(self, query: str, documents: Sequence[str], instruction: str | None) -> int:
-        if self.encoder is not None:  # a served embedding model: the texts of each pair apart
-            counted = self.encoder.backend.count_tokens([query, *documents]) or []
-            return sum(min(n, self.max_length) for n in counted)
-        encodings = self.tokenizer.encode_batch([query, *documents], add_special_tokens=False)
-        lengths = [len(encoding.ids) for encoding in encodings]
-        frame = self.specials
-        if self.template is not None:
-            said = self.template.default_instruction if instruction is None else instruction
-            head = self.template.body.format(instruction=said, query="", document="")
-            framing = self.template.prefix + head + self.template.suffix
-            frame = len(self.tokenizer.encode(framing, add_special_tokens=False).ids)
-        return sum(min(lengths[0] + n + frame, self.max_length) for n in lengths[1:])
-
-
 class QueuedReranker:
     """What :func:`~qzhou_plugins.rerank.score_candidates` uses of a Reranker, scoring through the pair
     queue from the rerank thread; its tokens counted for the limits and usage."""
@@ -296,13 +282,13 @@ class QueuedReranker:
         service: RerankService,
         reranker: Reranker,
         queue: BatchingQueue,
-        loop: asyncio.AbstractEventLoop,
+        jobs: RequestJobs,
         enqueued: Callable[[], None],
     ) -> None:
         self._service = service
         self._reranker = reranker
         self._queue = queue
-        self._loop = loop
+        self._jobs = jobs
         self._enqueued = enqueued
         self.lowest_score = lowest_score(reranker.score_scale)
         self.tokens = 0
@@ -322,49 +308,44 @@ class QueuedReranker:
         assert self._service.counter is not None
         counted = self._service.counter(queries[0], documents, effective) if queries else 0
         self.tokens = self._service.embedding.check_request_tokens(counted, "queries, templates included")
-        key = (task, instruction)
-        return asyncio.run_coroutine_threadsafe(self._submit(queries, documents, key), self._loop).result()
+        return self._jobs.rows(lambda: self._enqueue(queries, documents, (task, instruction)))
 
-    async def _submit(self, queries: Sequence[str], documents: Sequence[str], key: Hashable) -> np.ndarray:
+    def _enqueue(
+        self, queries: Sequence[str], documents: Sequence[str], key: Hashable
+    ) -> asyncio.Future[np.ndarray]:
         try:
-            rows = self._queue.enqueue_columns((queries, documents), self.tokens, key)
+            return self._queue.enqueue_columns((queries, documents), self.tokens, key)
         finally:
             self._enqueued()  # on the loop, right after the enqueue: no longer "on its way"
-        return await rows
 
 
-class QueuedEncoder:
-    """What :func:`~qzhou_plugins.rerank.score_candidates` uses of an Encoder, encoding through the queue.
+class QueuedBackend:
+    """The served encoder's backend as the rerank thread sees it: each ``embed`` call goes through the
+    embeddings queue, so that reranks share forward passes with concurrent embedding requests, and
+    its tokens are counted for the limits and usage.
 
-    The scoring and sorting stay the core's (one place for them); only its one encode call is
-    submitted to the batching queue from the rerank thread, so that reranks share forward passes
-    with concurrent embedding requests, and their tokens are counted for the limits and usage.
+    An :class:`~qzhou_plugins.Encoder` around it is the one a :class:`Reranker` takes (its embedding
+    reranker), so the cosine, the instructions and the checks stay the core's, written once.
     """
 
-    def __init__(self, service: EmbeddingService, loop: asyncio.AbstractEventLoop):
+    def __init__(self, service: EmbeddingService, jobs: RequestJobs) -> None:
         encoder, queue = service.ready()
         self._service = service
-        self._encoder: Encoder = encoder
+        self._backend = encoder.backend
         self._queue: EmbeddingQueue = queue
-        self._loop = loop
+        self._jobs = jobs
         self.tokens = 0
 
     @property
-    def facts(self) -> Any:
-        return self._encoder.facts
+    def facts(self) -> BackendFacts:
+        return self._backend.facts
 
-    def prefixes(self, task: TaskLike = None, **sides: Any) -> tuple[str, str]:
-        return self._encoder.prefixes(task, **sides)
+    def embed(self, texts: Sequence[str], *, show_progress: bool = False) -> np.ndarray:
+        prefixed = list(texts)  # the encoder has put each text's prefix before it
+        prefixes = [""] * len(prefixed)
+        tokens = self._service.count_tokens(prefixed, prefixes)
+        self.tokens += tokens
+        return self._jobs.rows(lambda: self._queue.enqueue(prefixed, prefixes, tokens))
 
-    def encode_with_prefix(
-        self,
-        texts: Sequence[str],
-        prefix: str | Sequence[str],
-        *,
-        show_progress: bool | None = None,
-        what: str = "texts",
-    ) -> np.ndarray:
-        prefixes = per_text_prefixes(prefix, len(texts), what)
-        self.tokens = self._service.count_tokens(texts, prefixes)
-        submitted = self._queue.submit(list(texts), prefixes, self.tokens)
-        return asyncio.run_coroutine_threadsafe(submitted, self._loop).result()
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        return self._backend.count_tokens(texts)

@@ -43,6 +43,9 @@ class ServerSettings(BaseModel):
     device: str | None = None
     dtype: DType = "auto"
     max_length: StrictCount | None = Field(default=None, gt=0)
+    rerank_max_length: StrictCount | None = Field(
+        default=None, gt=0, description="Tokens per (query, document) pair of the reranker; None: its own."
+    )
     family: str | None = Field(
         default=None, description="The model family; None: recognised from the checkpoint."
     )
@@ -80,8 +83,9 @@ class ServerSettings(BaseModel):
 
     @model_validator(mode="after")
     def _names_apart(self) -> ServerSettings:
-        if self.rerank_served_name is not None and self.rerank_model is None:
-            raise ValueError("rerank_served_name names a reranker, but no rerank_model is served")
+        for option in ("rerank_served_name", "rerank_max_length"):
+            if getattr(self, option) is not None and self.rerank_model is None:
+                raise ValueError(f"{option} sets the reranker, but no rerank_model is served")
         if self.rerank_name is not None and self.rerank_name in (self.name, self.query_name):
             raise ValueError(
                 f"the reranker's name {self.rerank_name!r} is also the embedder's: give the reranker "
@@ -121,4 +125,6 @@ class ServerSettings(BaseModel):
         options: dict[str, object] = {"model": self.rerank_model, "device": self.device, "dtype": self.dtype}
         if self.max_batch_tokens is not None:
             options["batch_tokens"] = self.max_batch_tokens
+        if self.rerank_max_length is not None:  # --max-length is the embedder's, per text
+            options["max_length"] = self.rerank_max_length
         return RerankerConfig(**options)  # type: ignore[arg-type]

@@ -188,15 +188,19 @@ function highlighted(text, spans, most) {
 
 function renderCompare(answer, collection) {
   $("compare").hidden = false;
-  $("compare-note").textContent = "The same query in each mode (no rerank); a line joins a chunk's places.";
-  const order = ["dense", "hybrid", "lexical"];
+  const reranked = answer.lists.reranked;
+  $("compare-note").textContent = "The same query in each mode (no rerank)"
+    + (reranked ? `, then the ${reranked.mode} list reranked. ${reranked.scores_line}` : ".")
+    + " A line joins a chunk's places.";
+  const order = ["dense", "hybrid", "lexical", ...(reranked ? ["reranked"] : [])];
   const columns = order.map((mode) => {
     const list = el("ol", { class: "compare-list", "data-mode": mode });
     for (const hit of answer.lists[mode].hits) {
       const link = el("a", { href: "?" + new URLSearchParams({ view: "document", collection, id: hit.id }), text: hit.source });
       list.append(el("li", { "data-id": hit.id }, link, el("br"), el("small", { text: `${hit.score_scale} ${number(hit.score)}` })));
     }
-    return el("div", { class: "compare-column" }, el("h3", { text: mode }), list);
+    const title = mode === "reranked" ? `${reranked.mode}, reranked` : mode;
+    return el("div", { class: "compare-column" }, el("h3", { text: title }), list);
   });
   const lines = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   lines.id = "compare-lines";
@@ -208,9 +212,9 @@ function drawLines(columns, svg) {
   const box = $("compare-lists").getBoundingClientRect();
   svg.setAttribute("width", box.width);
   svg.setAttribute("height", box.height);
-  for (const [left, right] of [[0, 1], [1, 2]]) {
+  for (let left = 0; left + 1 < columns.length; left++) {
     for (const item of columns[left].querySelectorAll("li")) {
-      const other = columns[right].querySelector(`li[data-id="${CSS.escape(item.dataset.id)}"]`);
+      const other = columns[left + 1].querySelector(`li[data-id="${CSS.escape(item.dataset.id)}"]`);
       if (!other) continue;
       const a = item.getBoundingClientRect(), b = other.getBoundingClientRect();
       const line = document.createElementNS("http://www.w3.org/2000/svg", "line");
