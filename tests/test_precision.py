@@ -128,3 +128,13 @@ def test_a_collection_made_in_fp32_takes_bf16_queries_as_one_vector_family(
     assert reopened.count() == len(TEXTS)
     [result] = reopened.query("water temperature for green tea", n_results=2)
     assert result.hits[0].id == "t0"
+
+
+def test_an_evaluation_says_where_and_in_what_precision_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qzhou_plugins.evaluation import SentencePair, evaluate_sts
+
+    monkeypatch.setenv(CPU_BF16_VARIABLE, "1")
+    pairs = [SentencePair(TEXTS[i], TEXTS[i + 1], float(i)) for i in range(4)]
+    result = evaluate_sts(Encoder(model=DEMO_MODEL, device="cpu"), pairs)
+    assert result.runtime == "cpu, bfloat16 (autocast over float32 weights)"
+    assert '"runtime": "cpu, bfloat16' in result.to_json()

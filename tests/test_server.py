@@ -125,6 +125,7 @@ def test_models_health_and_the_api_key(minilm_server: ServerProcess) -> None:
     models = httpx.get(minilm_server.url + "/v1/models", headers=minilm_server.headers, timeout=10).json()
     assert [card["id"] for card in models["data"]] == [DEMO_MODEL, DEMO_MODEL + "-query"]
     assert models["data"][0]["dimension"] == 384 and models["data"][1]["input_type"] == "query"
+    assert models["data"][0]["runtime"] == "cpu, float32"  # the suite pins fp32 (tests/conftest.py)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": SERVER_KEY}):
         for answer in (
             httpx.get(minilm_server.url + "/v1/models", headers=headers, timeout=10),

@@ -275,7 +275,8 @@ def _print_result(result: Any, size: str) -> None:
     kind = getattr(result, "kind", "embedding")  # eval rerank's scorer: a reranker of another kind
     if mode != "lexical":
         scale = "" if kind == "embedding" else f" ({kind}, {result.score_scale} scores)"
-        print(f"model {result.model}{scale}, task {result.task}")
+        where = f" on {result.runtime}" if result.runtime else ""
+        print(f"model {result.model}{scale}{where}, task {result.task}")
     if mode != "lexical" and kind == "embedding":
         print(f"query prefix {result.query_prefix!r}, document prefix {result.document_prefix!r}")
     if mode != "dense":

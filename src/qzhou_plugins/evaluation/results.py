@@ -28,6 +28,9 @@ class EvaluationResult(BaseModel):
     query_prefix: str
     document_prefix: str
     seconds: float
+    runtime: str | None = None
+    """Where and in what precision the model computed (``cpu, bfloat16 (autocast over float32
+    weights)``); None for a served model or a run with none."""
 
     metric_names: ClassVar[tuple[str, ...]] = ()
     """The metric fields, under MTEB's key names."""

@@ -283,7 +283,7 @@ def _judged_scores(
     return judged, {doc: float(score) for doc, score in zip(ids, scores, strict=True)}
 
 
-def _scorer_description(scorer: Encoder | Reranker, task: TaskLike) -> dict[str, str]:
+def _scorer_description(scorer: Encoder | Reranker, task: TaskLike) -> dict[str, str | None]:
     """What a reranking result records of its scorer: its model, kind and scale, the task whose
     instruction it was given (``none`` for a cross-encoder) and the prefixes an embedding reranker put
     before each side (none for a cross-encoder or an LLM reranker, whose template holds the pair)."""
@@ -293,14 +293,16 @@ def _scorer_description(scorer: Encoder | Reranker, task: TaskLike) -> dict[str,
         **second_stage.describe_reranker(scorer, task),
         "query_prefix": query_prefix,
         "document_prefix": document_prefix,
+        "runtime": scorer.facts.runtime,
     }
 
 
-def _description(encoder: Encoder, task: TaskLike) -> dict[str, str]:
+def _description(encoder: Encoder, task: TaskLike) -> dict[str, str | None]:
     query_prefix, document_prefix = encoder.prefixes(task)
     return {
         "model": encoder.model_name,
         "task": resolve_task(task).name,
         "query_prefix": query_prefix,
         "document_prefix": document_prefix,
+        "runtime": encoder.facts.runtime,
     }

@@ -21,8 +21,9 @@ class PairCounter:
     ``max_length``). An LLM reranker reads ``prefix + body + suffix`` with the body cut to fit, but
     the tokens its pairs share (the template, the instruction, the query) are run once per query
     (:mod:`~qzhou_plugins.backends.local.prefix_sharing`): they count once, and each pair's tail
-    after them. It tokenises with a copy of the reranker's pair tokenizer, never changed after it is
-    made, so that concurrent requests count at once without a lock.
+    after them. A cross-encoder's pairs are counted on a copy of the reranker's pair tokenizer, never
+    changed after it is made, so that concurrent requests count at once without a lock; an LLM
+    reranker's rows come from the reranker itself (``LocalReranker.llm_pair_ids``, what it scores).
     """
 
     def __init__(self, reranker: Reranker) -> None:
@@ -38,8 +39,7 @@ class PairCounter:
             self.tokenizer.no_truncation()
             self.template = backend.template
             self.specials = self.tokenizer.num_special_tokens_to_add(True)
-            if self.template is not None:
-                self.frame = (self._ids(self.template.prefix), self._ids(self.template.suffix))
+            self.backend = backend
 
     def __call__(self, query: str, documents: Sequence[str], instruction: str | None) -> int:
         documents = list(dict.fromkeys(documents))
@@ -52,20 +52,6 @@ class PairCounter:
             return sum(min(lengths[0] + n + self.specials, self.max_length) for n in lengths[1:])
         from ..backends.local.prefix_sharing import shared_length
 
-        rows = self._llm_rows(self.template, query, documents, instruction)
+        rows, _ = self.backend.llm_pair_ids([query] * len(documents), documents, instruction)
         shared = shared_length(rows)
         return shared + sum(len(row) - shared for row in rows)
-
-    def _llm_rows(
-        self, template: LlmTemplate, query: str, documents: list[str], instruction: str | None
-    ) -> list[list[int]]:
-        """Each pair's token ids as the LLM reranker reads them: the body cut to leave the frame whole."""
-        said = template.default_instruction if instruction is None else instruction
-        bodies = [template.body.format(instruction=said, query=query, document=d) for d in documents]
-        prefix, suffix = self.frame
-        room = self.max_length - len(prefix) - len(suffix)
-        encodings = self.tokenizer.encode_batch(bodies, add_special_tokens=False)
-        return [prefix + encoding.ids[:room] + suffix for encoding in encodings]
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)

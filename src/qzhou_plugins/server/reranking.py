@@ -96,9 +96,10 @@ class RerankService:
         self.reranker, self.queue, self.counter = reranker, queue, counter
         facts = reranker.facts
         logger.info(
-            "serving the reranker %s as %r: %s, scores on the %s scale, max_length %d",
+            "serving the reranker %s as %r on %s: %s, scores on the %s scale, max_length %d",
             self.settings.rerank_model,
             self.settings.rerank_name,
+            facts.runtime,
             facts.kind,
             facts.score_scale,
             facts.max_length,
@@ -138,6 +139,7 @@ class RerankService:
             "score_scale": facts.score_scale,
             "max_length": facts.max_length,
             "position_limit": facts.position_limit,
+            "runtime": facts.runtime,
         }
 
     # -- requests -----------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ class ModelCard(BaseModel):
     """The checkpoint's own sentence-transformers prompts, which its family's prompt style uses."""
     matryoshka_min: int | None = None
     """The smallest ``dimensions`` a request may ask for (absent: the vectors may not be cut)."""
+    runtime: str | None = None
+    """Where and in what precision the model computes (``cpu, bfloat16 (autocast over float32
+    weights)``): bf16 and fp32 vectors of one model are one vector family, so this is information."""
 
 
 class ModelList(BaseModel):

@@ -126,11 +126,12 @@ class EmbeddingService:
         self.encoder, self.queue = encoder, queue
         self.metrics.model_loaded.set(1)
         logger.info(
-            "serving %s as %r (documents) and %r (queries): dimension %d, max_length %d, batch budget %d "
-            "tokens, batching %s",
+            "serving %s as %r (documents) and %r (queries) on %s: dimension %d, max_length %d, batch "
+            "budget %d tokens, batching %s",
             self.settings.model,
             self.settings.name,
             self.settings.query_name,
+            encoder.facts.runtime,
             encoder.dimension,
             encoder.max_length,
             encoder.config.batch_tokens,
@@ -304,6 +305,7 @@ class EmbeddingService:
                 # What a remote client rebuilds the same prompts and Matryoshka checks from.
                 "saved_prompts": dict(encoder.facts.prompt_style.saved_prompts),
                 "matryoshka_min": matryoshka_min,
+                "runtime": encoder.facts.runtime,
             }
             for name, side in ((self.settings.name, "document"), (self.settings.query_name, "query"))
         ]

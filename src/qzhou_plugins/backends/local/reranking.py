@@ -233,32 +233,46 @@ class LocalReranker:
     def _llm_tokens(
         self, queries: Sequence[str], documents: Sequence[str], instruction: str | None
     ) -> list[list[int]]:
-        """``prefix + body + suffix`` ids, the body (ending with the candidate) cut to fit."""
+        """``prefix + body + suffix`` ids, the body (ending with the candidate) cut to fit, with the
+        query refused when it leaves no room and the cut candidates reported."""
         template = self.head.template
         assert template is not None
-        prefix, suffix = self._frame
-        room = self.max_length - len(prefix) - len(suffix)
+        room = self.max_length - len(self._frame[0]) - len(self._frame[1])
         instruction = template.default_instruction if instruction is None else instruction
         heads = [template.body.format(instruction=instruction, query=q, document="") for q in queries]
         self._check_queries(
             queries, room, "after the template; the instruction counts with the query", counted=heads
         )
-        bodies = [
-            template.body.format(instruction=instruction, query=q, document=d)
-            for q, d in zip(queries, documents, strict=True)
-        ]
-        with self._tokenizer_lock:
-            encodings = self._tokenizer.encode_batch(bodies, add_special_tokens=False)
-        cut = sum(1 for encoding in encodings if len(encoding.ids) > room)
+        rows, cut = self.llm_pair_ids(queries, documents, instruction)
         warn_truncated(
             cut,
-            len(encodings),
+            len(rows),
             self.max_length,
             self.loaded.position_limit,
             what="candidates",
             kept="template, instruction and query included; the query is kept whole",
         )
-        return [prefix + encoding.ids[:room] + suffix for encoding in encodings]
+        return rows
+
+    def llm_pair_ids(
+        self, queries: Sequence[str], documents: Sequence[str], instruction: str | None
+    ) -> tuple[list[list[int]], int]:
+        """Each pair's ids as an LLM reranker reads them (``prefix + body + suffix``, the body cut to
+        leave the frame whole), and how many bodies were cut: what scoring runs and what a server's
+        ``usage`` counts, from one place."""
+        template = self.head.template
+        assert template is not None
+        prefix, suffix = self._frame
+        room = self.max_length - len(prefix) - len(suffix)
+        said = template.default_instruction if instruction is None else instruction
+        bodies = [
+            template.body.format(instruction=said, query=q, document=d)
+            for q, d in zip(queries, documents, strict=True)
+        ]
+        with self._tokenizer_lock:
+            encodings = self._tokenizer.encode_batch(bodies, add_special_tokens=False)
+        cut = sum(1 for encoding in encodings if len(encoding.ids) > room)
+        return [prefix + encoding.ids[:room] + suffix for encoding in encodings], cut
 
     # -- forward ------------------------------------------------------------------------------------
 
