@@ -180,13 +180,15 @@ def _place(sections: Sequence[Section], starts: list[int], start: int, length: i
 def chunk_place(metadata: dict[str, Any], default: str = "?") -> str:
     """Where a chunk is, as ``query`` prints it: ``notes.jsonl:3 (chunk 0)``, ``manual.pdf p. 23 (chunk 4)``.
 
-    A PDF chunk shows its page label where the file has one, and the page range where it runs on."""
+    A PDF chunk on one page shows its label where the file has one; one that runs on shows the range of
+    page numbers (the label of its last page is not recorded)."""
     where = str(metadata.get("source", default))
     if "line" in metadata:
         where += f":{metadata['line']}"
-    if "page" in metadata:
-        pages = metadata.get("page_label", metadata["page"])
-        where += f" p. {pages}" if "page_end" not in metadata else f" pp. {pages}-{metadata['page_end']}"
+    if "page_end" in metadata:
+        where += f" pp. {metadata['page']}-{metadata['page_end']}"
+    elif "page" in metadata:
+        where += f" p. {metadata.get('page_label', metadata['page'])}"
     if "chunk" in metadata:
         where += f" (chunk {metadata['chunk']})"
     return where

@@ -8,71 +8,27 @@ loads PDFium, and a missing library is an ImportError naming the extra that inst
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from ..fields import Metadata
+from . import docx, html, jsonl, pdf, text
+from .base import Reader, Reading, Section, missing_library
 
-Cut = Literal["flow", "records"]
-
-
-@dataclass(frozen=True)
-class Section:
-    text: str
-    metadata: Metadata = field(default_factory=dict)
-
-
-@dataclass
-class Reading:
-    """What a reader found in a file.
-
-    ``cut`` says how the sections are chunked: ``flow`` sections continue one another (the pages of a
-    PDF, the parts under a page's headings) and are joined by ``joiner`` and cut as one text, so no
-    text is lost where a page ends; ``records`` sections (the lines of a ``.jsonl``) are cut one by one.
-    """
-
-    sections: list[Section]
-    metadata: Metadata = field(default_factory=dict)
-    """What every chunk of the file records (an HTML page's ``title``)."""
-    warnings: list[str] = field(default_factory=list)
-    """What was read only in part, each naming the file (pages with no text layer)."""
-    cut: Cut = "flow"
-    joiner: str = "\n\n"
-    markdown: bool = False
-    """Cut on Markdown structure first (headings, then paragraphs)."""
-
-
-Reader = Callable[[Path], Reading]
-"""The protocol: a file in, a :class:`Reading` out; a file that cannot be opened as its format raises
-:class:`~qzhou_plugins.documents.errors.BrokenDocumentError`, one that is no text at all
-:class:`~qzhou_plugins.documents.errors.BinaryDocumentError`."""
-
-
-def missing_library(package: str, error: ImportError) -> ImportError:
-    """The error for a reader whose library is not installed: it names the extra that brings it."""
-    return ImportError(f"reading this format needs {package}: pip install 'qzhou-plugins[cli]' ({error})")
-
-
-def _readers() -> dict[str, Reader]:
-    from . import docx, html, jsonl, pdf, text
-
-    return {
-        ".txt": text.read_plain,
-        ".md": text.read_markdown,
-        ".jsonl": jsonl.read_records,
-        ".pdf": pdf.read_pdf,
-        ".html": html.read_html,
-        ".htm": html.read_html,
-        ".docx": docx.read_docx,
-    }
-
-
-READERS = _readers()
+READERS: dict[str, Reader] = {
+    ".txt": text.read_plain,
+    ".md": text.read_markdown,
+    ".jsonl": jsonl.read_records,
+    ".pdf": pdf.read_pdf,
+    ".html": html.read_html,
+    ".htm": html.read_html,
+    ".docx": docx.read_docx,
+}
+"""The reader of each suffix (lower case)."""
 SUPPORTED_SUFFIXES = tuple(READERS)
 
 
 def reader_for(file: Path) -> Reader:
     """The reader of ``file``'s kind (by its suffix, in any case)."""
     return READERS[file.suffix.lower()]
+
+
+__all__ = ["READERS", "SUPPORTED_SUFFIXES", "Reader", "Reading", "Section", "missing_library", "reader_for"]

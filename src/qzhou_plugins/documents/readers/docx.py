@@ -14,7 +14,7 @@ from typing import Any
 from ...validation import has_content
 from ..errors import BrokenDocumentError
 from ..fields import Metadata
-from . import Reading, Section, missing_library
+from .base import Reading, Section, missing_library
 from .text import read_bytes
 
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"

@@ -17,7 +17,7 @@ from typing import Any
 from ...validation import has_content
 from ..errors import BinaryDocumentError
 from ..fields import Metadata
-from . import Reading, Section, missing_library
+from .base import Reading, Section, missing_library
 from .text import read_bytes
 
 NEVER = frozenset({"script", "style", "template", "noscript", "nav", "svg", "iframe", "object", "head",

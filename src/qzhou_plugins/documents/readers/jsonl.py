@@ -8,7 +8,7 @@ from ...jsonlines import json_objects_in_text
 from ...validation import has_content
 from ..errors import DocumentError
 from ..fields import check_unicode, metadata_fields
-from . import Reading, Section
+from .base import Reading, Section
 from .text import read_text
 
 

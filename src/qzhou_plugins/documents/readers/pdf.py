@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ...validation import has_content
-from ..errors import BrokenDocumentError
+from ..errors import BrokenDocumentError, UnreadableDocumentError
 from ..fields import Metadata
-from . import Reading, Section, missing_library
+from .base import Reading, Section, missing_library
 
 _CONTROL = re.compile(r"[\x00\x01\x03-\x08\x0b\x0c\x0e-\x1f]")
 """Control characters PDFium may give for glyphs with no Unicode value: nothing a reader would see."""
@@ -38,7 +38,7 @@ def read_pdf(file: Path) -> Reading:
     except pdfium.PdfiumError as error:
         raise BrokenDocumentError(f"{file}: skipped, {_why(str(error))}") from None
     except OSError as error:
-        raise BrokenDocumentError(f"{file}: skipped, it cannot be read ({error.strerror or error})") from None
+        raise UnreadableDocumentError(f"{file}: cannot be read ({error.strerror or error})") from None
     try:
         return _read_pages(file, document, pdfium)
     finally:

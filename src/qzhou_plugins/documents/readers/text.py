@@ -6,7 +6,7 @@ import codecs
 from pathlib import Path
 
 from ..errors import BinaryDocumentError, DocumentError, UnreadableDocumentError
-from . import Reading, Section
+from .base import Reading, Section
 
 
 def read_plain(file: Path) -> Reading:
