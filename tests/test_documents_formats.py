@@ -172,7 +172,7 @@ def test_docx_paragraphs_headings_and_tables(folder: Path) -> None:
 
 
 def test_a_folder_skips_bad_files_with_warnings_and_sums_up_the_rest(folder: Path) -> None:
-    found = find_documents([folder])
+    found = find_documents([folder, folder / "page.html", folder])  # each file and each skipped one once
     assert sorted(f.name for f in found.files) == [
         "damaged.pdf", "labelled.pdf", "locked.pdf", "notes.docx", "page.html", "report.pdf", "scan.pdf",
     ]  # fmt: skip

@@ -23,8 +23,13 @@ class FoundFiles:
     files: list[Path] = field(default_factory=list)
     named: set[Path] = field(default_factory=set)
     """The files the user named (resolved; not found in a folder): an encrypted or damaged one is an error."""
-    skipped: Counter[str] = field(default_factory=Counter)
-    """Files in the folders that no reader takes, by suffix (``""`` for a name without one)."""
+    passed_over: dict[Path, str] = field(default_factory=dict)
+    """Files in the folders that no reader takes (resolved, so a folder given twice counts once): suffix."""
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """Files in the folders that no reader takes, by suffix (``""`` for a name without one)."""
+        return Counter(self.passed_over.values())
 
     def skipped_line(self) -> str | None:
         """``skipped 3 files: 2 .png, 1 .xlsx (...)``, most common first; None when nothing was skipped."""
@@ -76,7 +81,7 @@ def _files_of(path: Path, given: str | Path, found: FoundFiles) -> list[Path]:
         return [path]
     if path.is_dir():
         documents = []
-        skipped: Counter[str] = Counter()
+        skipped: dict[Path, str] = {}
         for candidate in path.rglob("*"):
             if any(part.startswith(".") for part in candidate.relative_to(path).parts):
                 continue
@@ -86,10 +91,10 @@ def _files_of(path: Path, given: str | Path, found: FoundFiles) -> list[Path]:
             if suffix in SUPPORTED_SUFFIXES:
                 documents.append(candidate)
             else:
-                skipped[suffix] += 1
+                skipped[candidate.resolve()] = suffix
         if not documents:
             raise DocumentError(f"{given}: no {', '.join(SUPPORTED_SUFFIXES)} files in this folder")
-        found.skipped.update(skipped)
+        found.passed_over.update(skipped)
         return sorted(documents)
     if path.exists():
         raise DocumentError(f"{given}: not a regular file or a folder")
