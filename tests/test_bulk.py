@@ -576,7 +576,7 @@ def test_a_folder_of_one_kind_or_a_clear_error(tmp_path: Path, caplog: pytest.Lo
     for folder, message in [
         (mixed, r"mixed: holds both \.parquet files \(1\) and documents \(1 .*ambiguous"),
         (beir, r"beir: a BEIR folder .*give its corpus: .*beir/corpus\.jsonl"),
-        (tmp_path / "empty", r"empty: no \.parquet files or documents \(\.txt, \.md, \.jsonl\)"),
+        (tmp_path / "empty", r"empty: no \.parquet files or documents \(\.txt, \.md, \.jsonl, \.pdf, \.html"),
         (tmp_path / "binary", r"binary: the corpus is empty"),
     ]:
         with pytest.raises(CorpusError, match=message):

@@ -158,8 +158,8 @@ def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.Capture
     ("argv", "code", "message"),
     [
         (["index", "{tmp}/absent", "-c", "x", "--db", "{tmp}/db"], 2, "no such file or folder"),
-        (["index", "{tmp}/file.pdf", "-c", "x", "--db", "{tmp}/db"], 2, "unsupported file type"),
-        (["index", "{tmp}/empty-folder", "-c", "x", "--db", "{tmp}/db"], 2, "no .txt, .md, .jsonl files"),
+        (["index", "{tmp}/sheet.xlsx", "-c", "x", "--db", "{tmp}/db"], 2, "unsupported file type"),
+        (["index", "{tmp}/empty-folder", "-c", "x", "--db", "{tmp}/db"], 2, "no .txt, .md, .jsonl, .pdf"),
         (
             ["index", "{tmp}/bad.jsonl", "-c", "x", "--db", "{tmp}/db"],
             1,
@@ -239,7 +239,7 @@ def test_long_files_are_split_into_chunks(tmp_path: Path, capsys: pytest.Capture
 def test_errors_are_one_line_with_exit_codes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int, message: str
 ) -> None:
-    (tmp_path / "file.pdf").write_bytes(b"%PDF")
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK")
     (tmp_path / "empty-folder").mkdir()
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"title": "no text"}\n', "utf-8")
     (tmp_path / "latin1.txt").write_bytes("thé vert".encode("latin-1"))

@@ -23,10 +23,13 @@ import numpy as np
 
 from ..documents import (
     BinaryDocumentError,
+    BrokenDocumentError,
     Chunk,
     DocumentError,
-    find_files,
+    chunk_place,
+    find_documents,
     read_chunks,
+    read_file,
     source_name,
 )
 from ..jsonlines import JSONLinesError
@@ -46,7 +49,7 @@ def check_chunking(chunk_size: Any, chunk_overlap: Any) -> None:
 
 
 class DocumentsSource(Source):
-    """``.txt``, ``.md`` and ``.jsonl`` documents (a file, or a folder walked as ``index`` walks it)."""
+    """Documents of every kind ``index`` reads (a file, or a folder walked as ``index`` walks it)."""
 
     kind = "documents"
 
@@ -56,11 +59,15 @@ class DocumentsSource(Source):
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         try:
-            files = find_files([path])
+            found = find_documents([path])
         except DocumentError as error:
             raise CorpusError(str(error)) from None
-        self.files = [(file, source_name(file)) for file in files]
+        self.files = [(file, source_name(file)) for file in found.files]
         """Each file with the source name its chunks record (the driver's working directory decides)."""
+        self.named = found.named
+        """The file given, when ``path`` is one: encrypted or damaged, it is an error, not a warning."""
+        if found.skipped_line():
+            logger.warning("%s: %s", path, found.skipped_line())
         self._warned: set[Path] = set()
 
     def batches(self, size: int = SCAN_ROWS) -> Iterator[Rows]:
@@ -75,16 +82,29 @@ class DocumentsSource(Source):
             yield rows
 
     def _chunks(self, file: Path, name: str) -> list[Chunk]:
-        """The chunks of one file; a binary file gives none, with one warning (as ``index`` skips it)."""
+        """The chunks of one file; a binary, encrypted or damaged file in the folder gives none, and a
+        PDF's scanned pages are left out, each with one warning (as ``index`` skips them)."""
         try:
-            return read_chunks(file, self.chunk_size, self.chunk_overlap, source=name)
+            found = read_file(file, self.chunk_size, self.chunk_overlap, source=name)
+        except BrokenDocumentError as error:
+            if file.resolve() in self.named:
+                raise CorpusError(str(error)) from None
+            self._warn(file, [str(error)])
+            return []
         except BinaryDocumentError as error:
-            if file not in self._warned:
-                self._warned.add(file)
-                logger.warning("%s", error)
+            self._warn(file, [str(error)])
             return []
         except (DocumentError, JSONLinesError) as error:  # a bad line of a .jsonl document
             raise CorpusError(str(error)) from None
+        self._warn(file, found.warnings)
+        return found.chunks
+
+    def _warn(self, file: Path, warnings: list[str]) -> None:
+        """Log a file's warnings once, however often the file is read (a scan, then the run)."""
+        if warnings and file not in self._warned:
+            self._warned.add(file)
+            for warning in warnings:
+                logger.warning("%s", warning)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}
@@ -102,7 +122,7 @@ class DocumentsSource(Source):
 
 def add_chunk(rows: Rows, chunk: Chunk) -> None:
     """Append a chunk's row: the id ``index`` gives it, its text, and the metadata ``index`` records."""
-    place = chunk_place(chunk)
+    place = chunk_place(chunk.metadata)
     rows.ids.append(chunk.id)
     rows.texts.append(chunk.text)
     rows.places.append(place)
@@ -110,14 +130,6 @@ def add_chunk(rows: Rows, chunk: Chunk) -> None:
         rows.metadata.append(checked_text(chunk.metadata, place))
     except MetadataError as error:
         raise CorpusError(str(error)) from None
-
-
-def chunk_place(chunk: Chunk) -> str:
-    """Where a chunk is, for an error message: ``path:line (chunk n)``, as ``query`` prints a hit."""
-    where = str(chunk.metadata["source"])
-    if "line" in chunk.metadata:
-        where += f":{chunk.metadata['line']}"
-    return f"{where} (chunk {chunk.metadata['chunk']})"
 
 
 def chunk_files(
@@ -129,7 +141,7 @@ def chunk_files(
     for path, source in zip(paths, batch["source"], strict=True):
         try:
             chunks = read_chunks(Path(path), chunk_size, chunk_overlap, source=str(source))
-        except BinaryDocumentError:
+        except (BinaryDocumentError, BrokenDocumentError):
             continue  # warned about by the scan
         for chunk in chunks:
             add_chunk(rows, chunk)

@@ -19,7 +19,7 @@ from ..arguments import add_base_url, add_family_options, family_options, positi
 from ..config import DEFAULT_MODEL
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, read_documents
 from ..validation import has_content, validate_text
-from .documents import find_files
+from .documents import find_documents
 from .errors import DocumentError, UsageError
 from .hybrid import add_lexical_options, add_search_options, lexical_options, search_options
 from .options import PROG, remote_options
@@ -44,12 +44,13 @@ def _add_index(commands: Any, common: argparse.ArgumentParser) -> None:
     index = commands.add_parser(
         "index",
         parents=[common],
-        help="add .txt, .md and .jsonl files to a Chroma collection",
+        help="add .txt, .md, .jsonl, .pdf, .html and .docx files to a Chroma collection",
         description="Split files into chunks and add them to a Chroma collection (created if needed). "
         "Folders are walked. Chunks are identified by their content, so running it again adds only "
         "what is new and an interrupted run can simply be restarted. In .jsonl files each line is a "
-        "JSON object with a 'text' field; the other fields are kept as metadata. Binary files are "
-        "skipped with a warning. A lexical (BM25) index of the chunks is kept beside the collection, "
+        "JSON object with a 'text' field; the other fields are kept as metadata. PDF chunks record "
+        "their page. Binary, encrypted and damaged files in a folder are skipped with a warning. "
+        "A lexical (BM25) index of the chunks is kept beside the collection, "
         "for `query --mode lexical` and `--mode hybrid`.",
     )
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
@@ -129,12 +130,15 @@ def command_index(args: argparse.Namespace) -> int:
     if args.chunk_size < 1 or not 0 <= args.chunk_overlap < args.chunk_size:
         raise UsageError("--chunk-size must be positive and --chunk-overlap between 0 and the chunk size")
     check_where(args)
-    files = find_files(args.paths)
-    documents = read_documents(files, args.chunk_size, args.chunk_overlap)
-    for _file, reason in documents.binary:
+    found = find_documents(args.paths)
+    files = found.files
+    documents = read_documents(files, args.chunk_size, args.chunk_overlap, named=found.named)
+    for _file, reason in [*documents.binary, *documents.broken, *documents.warnings]:
         print(f"warning: {reason}", file=sys.stderr)
+    if found.skipped_line():
+        print(found.skipped_line(), file=sys.stderr)
     if not documents.chunks:
-        skipped = f" ({len(documents.binary)} binary, skipped)" if documents.binary else ""
+        skipped = f" ({documents.skipped_kinds()}, skipped)" if documents.skipped else ""
         raise DocumentError(f"nothing to index: the {len(files)} file(s) hold no text{skipped}")
     collection = _open_for_index(args)
     added = skipped_chunks = 0
@@ -148,7 +152,7 @@ def command_index(args: argparse.Namespace) -> int:
             added += result.added
             skipped_chunks += result.skipped
             progress.update(len(batch))
-    read = len(files) - len(documents.binary)
+    read = len(files) - documents.skipped
     print(
         f"Indexed {read} file(s) into collection {args.collection!r} ({describe_where(args)}): "
         f"{added} chunk(s) added, {skipped_chunks} already there; the collection holds {collection.count()}."

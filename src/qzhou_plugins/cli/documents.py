@@ -15,10 +15,15 @@ from .errors import DocumentError, UsageError
 
 
 def find_files(paths: Sequence[str]) -> list[Path]:
-    """:func:`qzhou_plugins.documents.find_files`, a path that leads to no documents a usage error
+    """:func:`find_documents`'s files."""
+    return find_documents(paths).files
+
+
+def find_documents(paths: Sequence[str]) -> documents.FoundFiles:
+    """:func:`qzhou_plugins.documents.find_documents`, a path that leads to no documents a usage error
     (one that cannot be read, an I/O error, is a failure, as when a file's content cannot be read)."""
     try:
-        return documents.find_files(paths)
+        return documents.find_documents(paths)
     except documents.UnreadableDocumentError:
         raise
     except DocumentError as error:
