@@ -21,10 +21,11 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["CPU_BF16_VARIABLE", "Precision", "cpu_computes_bf16", "pick_precision"]
+__all__ = ["CPU_BF16_VARIABLE", "OnDevice", "Precision", "cpu_computes_bf16", "pick_precision"]
 
 CPU_BF16_VARIABLE = "QZHOU_PLUGINS_CPU_BF16"
 """``0`` keeps ``auto`` at fp32 on a CPU with bf16 instructions, ``1`` takes the bf16 path on one
@@ -94,3 +95,19 @@ def pick_precision(
     if device.type == "cpu" and cpu_has_bf16():
         return Precision(torch.float32, torch.bfloat16, device.type)
     return Precision(torch.float32, torch.float32, device.type)
+
+
+class OnDevice:
+    """Where a local runtime (the encoder's, a reranker's) computes, and in what: one answer for both."""
+
+    loaded: Any
+    precision: Precision
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device  # type: ignore[no-any-return]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the model computes in (bf16 under autocast over fp32 weights)."""
+        return self.precision.compute

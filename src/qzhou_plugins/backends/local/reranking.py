@@ -29,7 +29,7 @@ from ..base import RerankerFacts, warn_truncated
 from . import registry
 from .batching import plan_batches
 from .loading import weights_stamp
-from .precision import Precision, pick_precision
+from .precision import OnDevice, Precision, pick_precision
 from .prefix_sharing import KeyValues, prefix_state, score_sharing_prefixes, tail_hidden
 from .reranker_loading import LoadedReranker, RerankHead, chosen_reranker_length, load_reranker
 from .runner import padded_inputs, run_halving
@@ -37,7 +37,7 @@ from .runner import padded_inputs, run_halving
 __all__ = ["LocalReranker"]
 
 
-class LocalReranker:
+class LocalReranker(OnDevice):
     """Scores (query, document) pairs with a cross-encoder or LLM reranker loaded in this process."""
 
     def __init__(self, config: RerankerConfig, kind: str) -> None:
@@ -86,15 +86,6 @@ class LocalReranker:
     @property
     def facts(self) -> RerankerFacts:
         return self._facts
-
-    @property
-    def device(self) -> torch.device:
-        return self.loaded.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype the model computes in (bf16 under autocast over fp32 weights: see precision.py)."""
-        return self.precision.compute
 
     @property
     def template(self) -> LlmTemplate | None:
@@ -220,14 +211,7 @@ class LocalReranker:
             finally:
                 self._tokenizer.no_truncation()
         cut = sum(1 for encoding in encodings if encoding.overflowing)
-        warn_truncated(
-            cut,
-            len(encodings),
-            self.max_length,
-            self.loaded.position_limit,
-            what="candidates",
-            kept="query and special tokens included; the query is kept whole",
-        )
+        self._warn_cut(cut, len(encodings), "query and special tokens included")
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
     def _llm_tokens(
@@ -244,15 +228,13 @@ class LocalReranker:
             queries, room, "after the template; the instruction counts with the query", counted=heads
         )
         rows, cut = self.llm_pair_ids(queries, documents, instruction)
-        warn_truncated(
-            cut,
-            len(rows),
-            self.max_length,
-            self.loaded.position_limit,
-            what="candidates",
-            kept="template, instruction and query included; the query is kept whole",
-        )
+        self._warn_cut(cut, len(rows), "template, instruction and query included")
         return rows
+
+    def _warn_cut(self, cut: int, total: int, included: str) -> None:
+        """The one truncation warning of the candidates, saying what the length counted."""
+        kept = f"{included}; the query is kept whole"
+        warn_truncated(cut, total, self.max_length, self.loaded.position_limit, what="candidates", kept=kept)
 
     def llm_pair_ids(
         self, queries: Sequence[str], documents: Sequence[str], instruction: str | None

@@ -26,7 +26,7 @@ from .batching import plan_batches
 from .family_settings import encoding_tokenizer
 from .loading import LoadedModel, weights_stamp
 from .pooling import pool
-from .precision import Precision, pick_precision
+from .precision import OnDevice, Precision, pick_precision
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -38,7 +38,7 @@ EXCERPT = 40
 """Characters of a reported text shown in a warning."""
 
 
-class LocalBackend:
+class LocalBackend(OnDevice):
     """Embeds prefixed texts with a model loaded in this process (see the module docstring)."""
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -79,15 +79,6 @@ class LocalBackend:
     @property
     def facts(self) -> BackendFacts:
         return self._facts
-
-    @property
-    def device(self) -> torch.device:
-        return self.loaded.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype the model computes in (bf16 under autocast over fp32 weights: see precision.py)."""
-        return self.precision.compute
 
     def _fingerprint(self) -> dict[str, str]:
         """What decides the vectors; the weights by their files' names, sizes and times."""
