@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from tqdm.auto import tqdm
 
+from ...documents import CHUNK_OVERLAP, CHUNK_SIZE
 from ...encoder import Encoder, wants_progress
 from ...instructions import TaskLike
 from ...lexical.base import LexicalIndex
+from ...sync_record import ChunkSettings
 from ...validation import as_list
-from . import migration, precomputed
+from . import migration, precomputed, syncing
 from .changing import UpsertResult, delete_records, remove_collection, upsert_batch
 from .embedding_function import QZhouEmbeddingFunction
 from .hybrid import search
@@ -41,8 +42,9 @@ from .lexical_side import LexicalSide
 from .opening import check_name, connect, open_or_create
 from .query import QueryResult, reranked
 from .query_options import QueryOptions
-from .records import Record, record_batches
-from .writing import AddResult, checked_batch_size, warn_conflicts, write_batch
+from .records import Record
+from .syncing import SyncSummary
+from .writing import AddResult, checked_batch_size, progress_batches, warn_conflicts, write_batch
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -248,6 +250,24 @@ class QZhouCollection:
         """
         return delete_records(self.client, self.collection, ids, where, where_document, self.lexical)
 
+    def sync(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        chunk_overlap: int = CHUNK_OVERLAP,
+        keep_missing: bool = False,
+        dry_run: bool = False,
+        skip_unreadable: bool = False,
+        show_progress: bool | None = None,
+    ) -> SyncSummary:
+        """Make the collection hold what a fresh index of ``paths`` would: unchanged files neither read
+        nor embedded, changed ones replaced, those gone from a folder given removed (unless
+        ``keep_missing``); ``dry_run`` only says so. An unreadable file stops it before any write,
+        unless ``skip_unreadable`` (read again next time). See :mod:`.syncing`."""
+        settings = ChunkSettings(chunk_size, chunk_overlap)
+        return syncing.sync(self, paths, settings, keep_missing, dry_run, skip_unreadable, show_progress)
+
     def add_precomputed(
         self,
         output: str | os.PathLike[str],
@@ -274,14 +294,10 @@ class QZhouCollection:
     def _batches(
         self, texts: Any, metadatas: Any, ids: Any, batch_size: int, show_progress: bool | None, verb: str
     ) -> Iterator[list[Record]]:
-        """The validated records of one call, ``batch_size`` at a time, with a progress bar if wanted."""
-        batch_size = checked_batch_size(self.client, batch_size)
-        total = len(texts) if isinstance(texts, Sized) else None
-        show = wants_progress(show_progress, total, self.encoder.config.show_progress)
-        with tqdm(total=total, unit="text", desc=f"{verb} {self.name}", disable=not show) as progress:
-            for batch in record_batches(texts, metadatas, ids, batch_size):
-                yield batch
-                progress.update(len(batch))
+        label, configured = f"{verb} {self.name}", lambda: self.encoder.config.show_progress
+        return progress_batches(
+            self.client, label, (texts, metadatas, ids), batch_size, show_progress, configured
+        )
 
     def _embed_documents(self, texts: list[str]) -> Any:
         return self.embedding_function.embed_documents(texts, show_progress=False)

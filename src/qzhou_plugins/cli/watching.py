@@ -1,0 +1,83 @@
+"""``index --watch``: sync once, then again whenever the files change, until Ctrl-C.
+
+Changes come from the operating system's file events (``watchfiles``: inotify, FSEvents, ...), grouped
+for :data:`DEBOUNCE_MS` so that a save that writes a file in several steps is one sync. Each sync is
+:func:`.indexing.sync_once` with unreadable files skipped (a file half written or deleted while it is
+read), which are read again :data:`RETRY_MS` later; any other failure of a round is printed and the
+watch goes on. Ctrl-C (SIGINT) lets a sync under way finish, then ends the watch with exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from .. import documents
+from .errors import one_line
+from .indexing import sync_once
+
+DEBOUNCE_MS = 800
+"""Changes within this time of each other are synced together."""
+RETRY_MS = 2000
+"""How soon a file skipped as unreadable is read again, if nothing else changes meanwhile."""
+
+
+def watch(collection: Any, args: argparse.Namespace) -> int:
+    try:
+        from watchfiles import watch as file_changes
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("index --watch needs watchfiles: pip install 'qzhou-plugins[cli]'") from error
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        retry = _round(collection, args)
+        print(f"Watching {', '.join(args.paths)} for changes (Ctrl-C stops).", flush=True)
+        folders = sorted({_watched(Path(path)) for path in args.paths})
+        for changes in file_changes(
+            *folders,
+            watch_filter=lambda _change, name: _relevant(Path(name), folders),
+            debounce=DEBOUNCE_MS,
+            rust_timeout=RETRY_MS,
+            yield_on_timeout=True,
+            stop_event=stop,
+            raise_interrupt=False,
+        ):
+            if stop.is_set():
+                break
+            if changes or retry:
+                retry = _round(collection, args)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    holds = collection.count()
+    print(f"Stopped watching; collection {args.collection!r} holds {holds} chunk(s).", flush=True)
+    return 0
+
+
+def _round(collection: Any, args: argparse.Namespace) -> bool:
+    """One sync; whether a file must be read again soon (it was skipped, or the round failed)."""
+    try:
+        summary = sync_once(collection, args, skip_unreadable=True)
+    except Exception as error:  # a round that fails is said, and the watch goes on
+        print(f"warning: this round of sync failed, retrying: {one_line(error)}", file=sys.stderr, flush=True)
+        return True
+    sys.stdout.flush()
+    return any(reason.endswith("read again next time") for _file, reason in summary.skipped)
+
+
+def _watched(path: Path) -> Path:
+    """The folder to watch for ``path``: itself, or a file's folder (an editor may replace the file)."""
+    return path.resolve() if path.is_dir() else path.resolve().parent
+
+
+def _relevant(path: Path, folders: list[Path]) -> bool:
+    """A change to a file that ``index`` would read (hidden files and folders within left out)."""
+    if path.suffix.lower() not in documents.SUPPORTED_SUFFIXES:
+        return False
+    for folder in folders:
+        if path.is_relative_to(folder):
+            return not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return False

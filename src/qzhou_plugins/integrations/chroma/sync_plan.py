@@ -1,0 +1,201 @@
+"""Planning a sync: what each file given is now, against what Chroma holds and what the records say.
+
+Chroma is the source of truth: its chunk metadata ``source`` says which chunks each file has. A file's
+record (:mod:`qzhou_plugins.sync_record`) is trusted only when its chunk ids are exactly those, its
+source and chunking settings are today's; then a file of the same size and modification time is not
+read at all, and one with the same bytes (sha256) is not chunked. Any other file is read and chunked,
+and its chunk ids decide: the same ids as stored is unchanged (its record repaired), others replace them.
+
+Nothing here writes; :mod:`.syncing` applies the plan.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from chromadb.api.models.Collection import Collection
+
+from ...documents import (
+    BinaryDocumentError,
+    Chunk,
+    DocumentError,
+    UnreadableDocumentError,
+    find_files,
+    read_chunks,
+    source_name,
+)
+from ...sync_record import ChunkSettings, FileRecord, file_sha256
+from .migration import pages
+
+
+@dataclass
+class FileChange:
+    """One file found: what it holds now, and which of Chroma's chunks it replaces."""
+
+    source: str
+    kind: str
+    """``added``, ``replaced`` or ``unchanged``."""
+    chunks: list[Chunk] = field(default_factory=list)
+    """Its chunks now (empty when unchanged, and for a file with no text)."""
+    old_ids: frozenset[str] = frozenset()
+    """Chunk ids stored for it that its chunks no longer have: removed after the new ones are added."""
+    record: FileRecord | None = None
+    """The record to write once Chroma holds the change (None: the record stands as it is)."""
+    skipped: str | None = None
+    """Why the file was not read (a binary file), to print."""
+
+
+@dataclass
+class SyncPlan:
+    changes: list[FileChange] = field(default_factory=list)
+    removed: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Files gone from a folder synced, by source: the ids of their chunks."""
+    removed_paths: list[str] = field(default_factory=list)
+    """The records of those files."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Files not synced, each with the reason to print (binary, or unreadable for now)."""
+    empty: list[str] = field(default_factory=list)
+    """Files with no visible text."""
+
+
+def files_to_sync(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
+    """The files to sync, and the resolved folders whose vanished files are removed.
+
+    A folder with no supported file left is a folder whose files all vanished (not an error, as it is
+    for :func:`~qzhou_plugins.documents.find_files`); a missing file named on its own is an error.
+    """
+    files: dict[Path, Path] = {}
+    folders: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        try:
+            found = find_files([path])
+        except UnreadableDocumentError:
+            raise
+        except DocumentError:
+            if not path.is_dir():
+                raise
+            found = []
+        if path.is_dir():
+            folders.append(path.resolve())
+        for file in found:
+            files.setdefault(file.resolve(), file)
+    return list(files.values()), folders
+
+
+def stored_sources(collection: Collection) -> dict[str, set[str]]:
+    """The ids of the chunks Chroma holds for each ``source`` (one pass over the metadata, no vectors)."""
+    sources: dict[str, set[str]] = {}
+    for page in pages(collection, ["metadatas"], page=5000):
+        for id_, metadata in zip(page["ids"], page["metadatas"] or [], strict=False):
+            source = (metadata or {}).get("source")
+            if isinstance(source, str):
+                sources.setdefault(source, set()).add(id_)
+    return sources
+
+
+def plan_sync(
+    files: Sequence[Path],
+    folders: Sequence[Path],
+    records: Mapping[str, FileRecord],
+    stored: Mapping[str, set[str]],
+    settings: ChunkSettings,
+    *,
+    keep_missing: bool = False,
+    skip_unreadable: bool = False,
+) -> SyncPlan:
+    """What to add, replace and remove so that Chroma holds exactly what a fresh index of ``files`` would.
+
+    Files that cannot be read raise (naming the file), before anything is written; with
+    ``skip_unreadable`` (a watch, where a file may be half written or just deleted) they are skipped
+    and read again next time. A binary file is always skipped, its old chunks removed.
+    """
+    plan = SyncPlan()
+    found: dict[str, str] = {}  # resolved path -> source
+    for file in files:
+        path = str(file.resolve())
+        try:
+            change = _change_of(file, path, records.get(path), stored, settings)
+        except (DocumentError, OSError) as error:
+            if not skip_unreadable:
+                if isinstance(error, OSError):
+                    why = error.strerror or error
+                    raise UnreadableDocumentError(f"{file}: cannot be read ({why})") from None
+                raise
+            plan.skipped.append((str(file), f"{error}; read again next time"))
+            found[path] = source_name(file)  # neither removed nor changed this time
+            continue
+        found[path] = change.source
+        if change.skipped is not None:
+            plan.skipped.append((str(file), change.skipped))
+        if change.record is not None and not change.record.chunk_ids:
+            plan.empty.append(change.source)
+        plan.changes.append(change)
+    if not keep_missing:
+        _plan_removals(plan, folders, records, stored, found)
+    return plan
+
+
+def _change_of(
+    file: Path, path: str, record: FileRecord | None, stored: Mapping[str, set[str]], settings: ChunkSettings
+) -> FileChange:
+    source = source_name(file)
+    stat = file.stat()
+    held = set(stored.get(source, ()))
+    if record is not None and record.source != source:
+        held |= stored.get(record.source, set())  # indexed from another working directory before
+    trusted = (
+        record is not None
+        and record.source == source
+        and record.settings == settings.key()
+        and set(record.chunk_ids) == held
+    )
+    if trusted and record is not None and record.same_stat(stat):
+        return FileChange(source, "unchanged")
+    digest = file_sha256(file)
+    now = time.time_ns()
+    if trusted and record is not None and digest == record.sha256:
+        refreshed = replace(record, size=stat.st_size, mtime_ns=stat.st_mtime_ns, checked_ns=now)
+        return FileChange(source, "unchanged", record=refreshed)
+    try:
+        chunks = read_chunks(file, settings.chunk_size, settings.chunk_overlap, source=source)
+    except BinaryDocumentError as error:  # a fresh index holds nothing of it: its old chunks go
+        kind = "replaced" if held else "unchanged"
+        return FileChange(source, kind, old_ids=frozenset(held), skipped=str(error))
+    ids = tuple(dict.fromkeys(chunk.id for chunk in chunks))
+    new = FileRecord(path, source, stat.st_size, stat.st_mtime_ns, digest, settings.key(), ids, now)
+    if set(ids) == held:
+        return FileChange(source, "unchanged", record=new)
+    kind = "replaced" if held else "added"
+    return FileChange(source, kind, chunks, frozenset(held - set(ids)), new)
+
+
+def _plan_removals(
+    plan: SyncPlan,
+    folders: Sequence[Path],
+    records: Mapping[str, FileRecord],
+    stored: Mapping[str, set[str]],
+    found: Mapping[str, str],
+) -> None:
+    """Files gone from a folder synced: by their records, and by Chroma's sources that no record knows."""
+    found_sources = set(found.values())
+    known_sources = {record.source for record in records.values()}
+    for path, record in records.items():
+        if path not in found and _under(Path(path), folders):
+            plan.removed_paths.append(path)
+            if record.source not in found_sources:
+                plan.removed[record.source] = frozenset(stored.get(record.source, ()))
+    for source, ids in stored.items():
+        if source in found_sources or source in known_sources:
+            continue
+        # As source_name made it: relative to the working directory, or absolute.
+        if _under(Path(source).resolve(), folders):
+            plan.removed[source] = frozenset(ids)
+
+
+def _under(path: Path, folders: Sequence[Path]) -> bool:
+    return any(path.is_relative_to(folder) for folder in folders)
