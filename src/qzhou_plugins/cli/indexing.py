@@ -16,6 +16,7 @@ from typing import Any
 from ..config import DEFAULT_MODEL
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, UnreadableDocumentError, read_documents
 from .collection import collection_options, open_collection
+from .documents import find_files
 from .errors import DocumentError, UsageError
 from .hybrid import add_lexical_options
 from .where import check_where, database, describe_where
@@ -114,7 +115,12 @@ def sync_once(collection: Any, args: argparse.Namespace, *, skip_unreadable: boo
 def _existing(args: argparse.Namespace) -> Any:
     """The collection if it exists (not created, and no model loaded), else None."""
     from ..chroma import CollectionNotFoundError
+    from ..integrations.chroma.opening import check_name
 
+    try:
+        check_name(args.collection)
+    except ValueError:
+        return None  # refused when it is created, once its files are found readable
     if args.host is None and not Path(database(args)).is_dir():
         return None
     try:
@@ -143,7 +149,7 @@ def _check_new_files(args: argparse.Namespace) -> int:
     except DocumentError as error:
         raise UsageError(str(error)) from None
     if not files:
-        raise UsageError(f"{', '.join(args.paths)}: no documents to index")
+        find_files(args.paths)  # says why, as a usage error: a folder with no document in it
     documents = read_documents(files, args.chunk_size, args.chunk_overlap)
     if not documents.chunks:
         for _file, reason in documents.binary:

@@ -168,7 +168,7 @@ def _change_of(
         return FileChange(source, kind, old_ids=frozenset(held), skipped=str(error))
     ids = tuple(dict.fromkeys(chunk.id for chunk in chunks))
     new = FileRecord(path, source, stat.st_size, stat.st_mtime_ns, digest, settings.key(), ids, now)
-    if set(ids) == held:
+    if set(ids) == held and (held or record is not None):
         return FileChange(source, "unchanged", record=new)
     kind = "replaced" if held else "added"
     return FileChange(source, kind, chunks, frozenset(held - set(ids)), new)

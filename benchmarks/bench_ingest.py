@@ -1,0 +1,196 @@
+"""Indexing a folder: a fresh index, re-indexing it, and LangChain's indexing API on the same files.
+
+A folder of small text files (SciFact abstracts, one per file, read from ../shared/data; generated
+text when that is absent) is indexed with all-MiniLM-L6-v2 (the packaged copy), in one process with
+the model loaded before any timing:
+
+- ours: ``QZhouCollection.sync`` (what ``qzhou-plugins index`` runs): a fresh index, a re-index with
+  nothing changed (target: at most 5% of the fresh time), and one with 1% of the files changed (at most
+  10%); each re-index opens the collection again, as a new ``index`` command would;
+- LangChain: ``index()`` of langchain-classic with ``SQLRecordManager``, ``cleanup="incremental"``,
+  langchain-chroma's ``Chroma`` and the same model through ``QZhouEmbeddings``, on the same files cut by
+  the same splitter (``RecursiveCharacterTextSplitter``, 1000 characters, 100 overlap): the same steps,
+  and whether both stores hold the same chunk texts;
+- the whole ``index`` command with nothing changed, as a new process (imports included), for scale.
+
+Every figure comes from one run and is printed as a table with its ratios. ``--sections`` picks the
+parts (``sync``, ``langchain``, ``command``); other benchmarks of indexing may add theirs.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--files 2000] [--sections sync,langchain,command]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qzhou_plugins import DEMO_MODEL, Encoder
+from qzhou_plugins.chroma import QZhouCollection
+from qzhou_plugins.documents import CHUNK_OVERLAP, CHUNK_SIZE, find_files, read_text, source_name
+
+DATA = Path(os.environ.get("QZHOU_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SECTIONS = ("sync", "langchain", "command")
+CHANGED_SHARE = 0.01
+
+
+@dataclass
+class Run:
+    """The figures of one benchmark run, printed together at the end."""
+
+    folder: Path
+    work: Path
+    rows: list[tuple[str, float, float | None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def write_folder(folder: Path, count: int) -> str:
+    """``count`` small text files, one abstract each; says where their text comes from."""
+    folder.mkdir(parents=True)
+    corpus = DATA / "scifact" / "corpus.jsonl"
+    if corpus.is_file():
+        with corpus.open(encoding="utf-8") as handle:
+            for number, line in zip(range(count), handle, strict=False):
+                row = json.loads(line)
+                (folder / f"{number:05d}.txt").write_text(f"{row['title']}\n\n{row['text']}", "utf-8")
+        return f"SciFact abstracts from {corpus}"
+    words = "tea leaf water brew green black oolong steep cup aroma heat time flavour".split()
+    generator = random.Random(0)
+    for number in range(count):
+        text = " ".join(generator.choice(words) for _ in range(generator.randint(80, 300)))
+        (folder / f"{number:05d}.txt").write_text(text, "utf-8")
+    return "generated text (SciFact is absent)"
+
+
+def change_files(folder: Path, share: float) -> int:
+    """Append a sentence to ``share`` of the files (spread over the folder); how many were changed."""
+    files = sorted(folder.iterdir())
+    step = max(1, round(1 / share))
+    for file in files[::step]:
+        with file.open("a", encoding="utf-8") as handle:
+            handle.write(f"\n\nA note added to {file.stem} after the first index.")
+    return len(files[::step])
+
+
+def timed(action: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def ours(run: Run) -> Callable[[], object]:
+    database = run.work / "ours"
+
+    def sync() -> object:
+        return QZhouCollection.open("bench", path=database, model=DEMO_MODEL).sync(
+            run.folder, show_progress=False
+        )
+
+    return sync
+
+
+def langchain(run: Run) -> Callable[[], object]:
+    """LangChain's indexing API over the same files, splitter and model."""
+    from langchain_chroma import Chroma
+    from langchain_classic.indexes import SQLRecordManager, index
+    from langchain_core.documents import Document
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    from qzhou_plugins.langchain import QZhouEmbeddings
+
+    store = Chroma("bench", QZhouEmbeddings(model=DEMO_MODEL), persist_directory=str(run.work / "langchain"))
+    records = SQLRecordManager("chroma/bench", db_url=f"sqlite:///{run.work / 'langchain-records.sqlite'}")
+    records.create_schema()
+    splitter = RecursiveCharacterTextSplitter(chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP)
+
+    def sync() -> object:
+        documents = [
+            Document(page_content=read_text(file), metadata={"source": source_name(file)})
+            for file in find_files([run.folder])
+        ]
+        chunks = [chunk for chunk in splitter.split_documents(documents) if chunk.page_content.strip()]
+        return index(chunks, records, store, cleanup="incremental", source_id_key="source")
+
+    sync.store = store  # type: ignore[attr-defined]
+    return sync
+
+
+def same_texts(run: Run, store: object) -> bool:
+    """Whether our collection and LangChain's store hold the same chunk texts."""
+    collection = QZhouCollection.open("bench", path=run.work / "ours")
+    mine = sorted(collection.collection.get(include=["documents"])["documents"])
+    theirs = sorted(store.get(include=["documents"])["documents"])  # type: ignore[attr-defined]
+    return mine == theirs
+
+
+def command_seconds(run: Run) -> float:
+    """``qzhou-plugins index`` as a new process, nothing changed: start, imports and all."""
+    command = [sys.executable, "-m", "qzhou_plugins.cli", "index", str(run.folder), "-c", "bench"]
+    start = time.perf_counter()
+    subprocess.run([*command, "--db", str(run.work / "ours")], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def measure(run: Run, sections: list[str]) -> None:
+    steps = [
+        ("fresh index", None),
+        ("re-index, nothing changed", None),
+        ("re-index, 1% of files changed", CHANGED_SHARE),
+    ]
+    mine, theirs = ours(run), (langchain(run) if "langchain" in sections else None)
+    for label, share in steps:
+        if share is not None:
+            run.notes.append(f"{change_files(run.folder, share)} file(s) changed before the last step")
+        seconds, summary = timed(mine)
+        run.notes.append(f"ours, {label}: {summary.line()}")  # type: ignore[attr-defined]
+        other = timed(theirs)[0] if theirs is not None else None
+        run.rows.append((label, seconds, other))
+        if label == "re-index, nothing changed" and "command" in sections:
+            run.rows.append(("  the whole index command (new process)", command_seconds(run), None))
+    if theirs is not None:
+        run.notes.append(f"same chunk texts stored by both: {same_texts(run, theirs.store)}")  # type: ignore[attr-defined]
+
+
+def report(run: Run) -> None:
+    fresh = run.rows[0][1]
+    print(f"{'step':<42} {'ours (s)':>9} {'of fresh':>9} {'LangChain (s)':>14} {'LangChain/ours':>15}")
+    for label, seconds, other in run.rows:
+        versus = f"{other:14.2f} {other / seconds:14.1f}x" if other is not None else f"{'':>14} {'':>15}"
+        print(f"{label:<42} {seconds:9.2f} {seconds / fresh:9.1%} {versus}")
+    for note in run.notes:
+        print(note)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", type=int, default=2000, help="files in the folder (default 2000)")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}"
+    )
+    args = parser.parse_args(argv)
+    sections = [name for name in args.sections.split(",") if name]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as work:
+        run = Run(folder=Path(work) / "files", work=Path(work))
+        print(f"{args.files} files: {write_folder(run.folder, args.files)}; model {DEMO_MODEL}, "
+              f"{os.environ.get('OMP_NUM_THREADS', 'all')} thread(s)")  # fmt: skip
+        Encoder.shared(model=DEMO_MODEL).encode_documents(["warm up"])  # loaded before any timing
+        if "sync" in sections or "langchain" in sections:
+            measure(run, sections)
+            report(run)
+
+
+if __name__ == "__main__":
+    main()
