@@ -6,6 +6,7 @@ a sync killed with SIGKILL at its write steps, a second sync while one runs, and
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -221,3 +222,31 @@ def test_watch_follows_edits_and_deletions_until_ctrl_c(tmp_path: Path, minilm: 
     assert watch.returncode == 0, rest
     assert rest.strip().splitlines()[-1].startswith("Stopped watching; collection 'notes' holds")
     assert state(QZhouCollection.open("notes", path=database)) == fresh_state(tmp_path, notes)
+
+
+def test_query_json_and_pages(tmp_path: Path, minilm: Encoder, capsys: pytest.CaptureFixture[str]) -> None:
+    """``query --json`` gives scripts every score and side; a chunk with a page shows it (PDF readers)."""
+    collection = QZhouCollection.open("notes", path=tmp_path / "db", model=DEMO_MODEL)
+    collection.add(
+        ["Green tea is brewed at 70 to 80 degrees Celsius.", "Black tea takes water just off the boil."],
+        metadatas=[
+            {"source": "manual.pdf", "chunk": 0, "page": 23, "page_end": 24, "page_label": "xxiii"},
+            {"source": "manual.pdf", "chunk": 1, "page": 25},
+        ],
+    )
+    where = ["-c", "notes", "--db", str(tmp_path / "db"), "-k", "2"]
+    assert main(["query", "green tea temperature", *where]) == 0
+    out = capsys.readouterr().out
+    assert "manual.pdf p. 23-24 (chunk 0)" in out and "manual.pdf p. 25 (chunk 1)" in out
+    assert main(["query", "green tea temperature", *where, "--mode", "hybrid", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    first = printed["hits"][0]
+    assert (printed["query"], printed["mode"], first["rank"]) == ("green tea temperature", "hybrid", 1)
+    assert (first["source"], first["page"], first["page_end"], first["page_label"]) == (
+        "manual.pdf",
+        23,
+        24,
+        "xxiii",
+    )
+    assert first["text"].startswith("Green tea") and first["found_by"] == ["dense", "lexical"]
+    assert first["score_scale"] == "rrf" and -1 <= first["dense_score"] <= 1 and first["lexical_score"] > 0

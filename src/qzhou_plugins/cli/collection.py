@@ -1,4 +1,4 @@
-"""``index`` and ``query``: documents into a Chroma collection, and questions to it.
+"""``query`` (questions to a Chroma collection), and what ``index`` (:mod:`.indexing`) shares with it.
 
 The collection records its model and the options that change vectors (``max_length`` among them),
 so an existing collection is reopened as it was made: ``--model`` and ``--max-length`` can be left
@@ -27,10 +27,7 @@ EXCERPT_CHARACTERS = 300
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``index`` (:mod:`.indexing`) and ``query`` to the sub-command set ``commands``."""
-    from .indexing import add_index_parser
-
-    add_index_parser(commands, common)
+    """Add ``query`` to the sub-command set ``commands`` (``index`` is :mod:`.indexing`'s)."""
     _add_query(commands, common)
 
 

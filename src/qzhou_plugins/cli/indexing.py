@@ -22,7 +22,8 @@ from .hybrid import add_lexical_options
 from .where import check_where, database, describe_where
 
 
-def add_index_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``index`` to the sub-command set ``commands``."""
     index = commands.add_parser(
         "index",
         parents=[common],
@@ -86,7 +87,7 @@ def command_index(args: argparse.Namespace) -> int:
     if args.watch:
         from .watching import watch
 
-        return watch(collection, args)
+        return watch(collection, args, sync_once)
     sync_once(collection, args)
     return 0
 

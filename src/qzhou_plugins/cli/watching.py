@@ -13,12 +13,12 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import documents
 from .errors import one_line
-from .indexing import sync_once
 
 DEBOUNCE_MS = 800
 """Changes within this time of each other are synced together."""
@@ -26,7 +26,11 @@ RETRY_MS = 2000
 """How soon a file skipped as unreadable is read again, if nothing else changes meanwhile."""
 
 
-def watch(collection: Any, args: argparse.Namespace) -> int:
+Sync = Callable[..., Any]
+"""One sync that prints its summary: :func:`.indexing.sync_once`."""
+
+
+def watch(collection: Any, args: argparse.Namespace, sync_once: Sync) -> int:
     try:
         from watchfiles import watch as file_changes
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -34,7 +38,7 @@ def watch(collection: Any, args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        retry = _round(collection, args)
+        retry = _round(sync_once, collection, args)
         print(f"Watching {', '.join(args.paths)} for changes (Ctrl-C stops).", flush=True)
         folders = sorted({_watched(Path(path)) for path in args.paths})
         for changes in file_changes(
@@ -49,7 +53,7 @@ def watch(collection: Any, args: argparse.Namespace) -> int:
             if stop.is_set():
                 break
             if changes or retry:
-                retry = _round(collection, args)
+                retry = _round(sync_once, collection, args)
     finally:
         signal.signal(signal.SIGINT, previous)
     holds = collection.count()
@@ -57,7 +61,7 @@ def watch(collection: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _round(collection: Any, args: argparse.Namespace) -> bool:
+def _round(sync_once: Sync, collection: Any, args: argparse.Namespace) -> bool:
     """One sync; whether a file must be read again soon (it was skipped, or the round failed)."""
     try:
         summary = sync_once(collection, args, skip_unreadable=True)

@@ -68,23 +68,25 @@ def files_to_sync(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], 
     A folder with no supported file left is a folder whose files all vanished (not an error, as it is
     for :func:`~qzhou_plugins.documents.find_files`); a missing file named on its own is an error.
     """
-    files: dict[Path, Path] = {}
-    folders: list[Path] = []
+    folders = [Path(given).resolve() for given in paths if Path(given).is_dir()]
+    try:
+        return find_files(paths), folders  # the common case: one walk, one check for duplicates
+    except UnreadableDocumentError:
+        raise
+    except DocumentError:
+        pass  # a folder whose files all vanished, or a path that is wrong: find which
+    with_files = []
     for given in paths:
-        path = Path(given)
         try:
-            found = find_files([path])
+            find_files([given])
         except UnreadableDocumentError:
             raise
         except DocumentError:
-            if not path.is_dir():
+            if not Path(given).is_dir():
                 raise
-            found = []
-        if path.is_dir():
-            folders.append(path.resolve())
-        for file in found:
-            files.setdefault(file.resolve(), file)
-    return list(files.values()), folders
+            continue
+        with_files.append(given)
+    return (find_files(with_files) if with_files else []), folders
 
 
 def stored_sources(collection: Collection) -> dict[str, set[str]]:
@@ -116,10 +118,12 @@ def plan_sync(
     """
     plan = SyncPlan()
     found: dict[str, str] = {}  # resolved path -> source
+    cwd = Path.cwd().resolve()
     for file in files:
-        path = str(file.resolve())
+        resolved = file.resolve()
+        path = str(resolved)
         try:
-            change = _change_of(file, path, records.get(path), stored, settings)
+            change = _change_of(file, resolved, records.get(path), stored, settings, cwd)
         except (DocumentError, OSError) as error:
             if not skip_unreadable:
                 if isinstance(error, OSError):
@@ -141,9 +145,17 @@ def plan_sync(
 
 
 def _change_of(
-    file: Path, path: str, record: FileRecord | None, stored: Mapping[str, set[str]], settings: ChunkSettings
+    file: Path,
+    resolved: Path,
+    record: FileRecord | None,
+    stored: Mapping[str, set[str]],
+    settings: ChunkSettings,
+    cwd: Path,
 ) -> FileChange:
-    source = source_name(file)
+    # source_name(file) for a path resolved already (source_name resolves it again, and the
+    # working directory: half the time of a sync with nothing to do).
+    source = resolved.relative_to(cwd).as_posix() if resolved.is_relative_to(cwd) else resolved.as_posix()
+    path = str(resolved)
     stat = file.stat()
     held = set(stored.get(source, ()))
     if record is not None and record.source != source:

@@ -19,19 +19,34 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
 from tqdm.auto import tqdm
 
 from ...encoder import wants_progress
 from ...sync_record import ChunkSettings, IndexLock, RecordStore, record_path
 from .changing import delete_records
+from .embedding_function import QZhouEmbeddingFunction
+from .lexical_side import LexicalSide
 from .records import Record, record_batches
 from .sync_plan import FileChange, SyncPlan, files_to_sync, plan_sync, stored_sources
 from .writing import write_batch
 
-if TYPE_CHECKING:
-    from .collection import QZhouCollection
+
+class Target(Protocol):
+    """What a sync writes through: a :class:`~.collection.QZhouCollection` (its writes keep the
+    lexical index in step, and its embedding function loads the model on first use)."""
+
+    client: ClientAPI
+    collection: Collection
+    lexical: LexicalSide
+    embedding_function: QZhouEmbeddingFunction
+
+    @property
+    def name(self) -> str: ...
+
 
 GROUP_CHUNKS = 256
 """New chunks embedded and written per step (several small files together)."""
@@ -74,7 +89,7 @@ class SyncSummary:
 
 
 def sync(
-    collection: QZhouCollection,
+    collection: Target,
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     settings: ChunkSettings,
     keep_missing: bool = False,
@@ -86,7 +101,8 @@ def sync(
     files, folders = files_to_sync([paths] if isinstance(paths, (str, os.PathLike)) else list(paths))
     root = collection.lexical.root
     with IndexLock(None if dry_run else root, collection.name):
-        store = RecordStore(None if root is None else record_path(root, collection.name))
+        path = None if root is None else record_path(root, collection.name)
+        store = RecordStore(None if path is None or (dry_run and not path.exists()) else path)
         try:
             records = store.load()
             stored = stored_sources(collection.collection)
@@ -120,7 +136,7 @@ def _summary(plan: SyncPlan, added: int, reused: int, *, dry_run: bool) -> SyncS
 
 
 def _apply(
-    collection: QZhouCollection, plan: SyncPlan, store: RecordStore, show_progress: bool | None
+    collection: Target, plan: SyncPlan, store: RecordStore, show_progress: bool | None
 ) -> tuple[int, int]:
     """Write the plan: each group of changed files added, then their old chunks removed, then recorded."""
     total = sum(len(change.chunks) for change in plan.changes)
@@ -156,7 +172,7 @@ def _groups(changes: list[FileChange]) -> Iterator[list[FileChange]]:
         yield group
 
 
-def _add_group(collection: QZhouCollection, group: list[FileChange]) -> tuple[int, int]:
+def _add_group(collection: Target, group: list[FileChange]) -> tuple[int, int]:
     """Add the group's new chunks; those whose text an old chunk of the group had take its vector."""
     chunks = [chunk for change in group for chunk in change.chunks]
     if not chunks:
@@ -170,7 +186,7 @@ def _add_group(collection: QZhouCollection, group: list[FileChange]) -> tuple[in
     return result.added, sum(1 for record in records if record.vector is not None)
 
 
-def _old_vectors(collection: QZhouCollection, ids: list[str]) -> dict[str, Any]:
+def _old_vectors(collection: Target, ids: list[str]) -> dict[str, Any]:
     """The stored vector of each text among ``ids`` (about to be removed), by text."""
     if not ids:
         return {}
@@ -185,12 +201,12 @@ def _with_vector(record: Record, vector: Any) -> Record:
     return record if vector is None else replace(record, vector=vector)
 
 
-def _embedder(collection: QZhouCollection) -> Any:
+def _embedder(collection: Target) -> Any:
     """Embeds documents on first call only: a sync that embeds nothing never loads the model."""
     return lambda texts: collection.embedding_function.embed_documents(texts, show_progress=False)
 
 
-def _delete(collection: QZhouCollection, ids: list[str]) -> None:
+def _delete(collection: Target, ids: list[str]) -> None:
     step = collection.client.get_max_batch_size()
     for start in range(0, len(ids), step):
         chunk = ids[start : start + step]
