@@ -1,6 +1,5 @@
-"""A Chroma collection that cannot be corrupted by a model change or lose work to a crash.
-
-The safe path is the default one:
+"""A Chroma collection that cannot be corrupted by a model change or lose work to a crash; the safe
+path is the default one:
 
 - opening checks the collection's recorded embedding function (model, dimension, exact query and
   document prefixes, pooling, normalisation) against what is asked for, and refuses a mismatch
@@ -14,7 +13,8 @@ The safe path is the default one:
 - vectors embedded in bulk elsewhere (``qzhou-plugins embed``) are loaded as they are, with the
   same skipping of stored ids and the same fingerprint check (:mod:`.precomputed`);
 - a lexical (BM25) index is kept beside the collection, in step with every write and repaired from
-  Chroma after a crash (:mod:`.lexical_side`), for lexical and hybrid queries (:mod:`.hybrid`).
+  Chroma after a crash (:mod:`.lexical_side`), for lexical and hybrid queries (:mod:`.hybrid`);
+- :meth:`QZhouCollection.sync` keeps it equal to a fresh index of files, killed or not (:mod:`.syncing`).
 """
 
 from __future__ import annotations
@@ -246,8 +246,7 @@ class QZhouCollection:
         """Delete the records of ``ids`` and/or those matching the filters; returns how many were deleted.
 
         With several given, a record must satisfy all of them. The lexical index is kept in step. To
-        delete the whole collection, use :meth:`delete_collection`.
-        """
+        delete the whole collection, use :meth:`delete_collection`."""
         return delete_records(self.client, self.collection, ids, where, where_document, self.lexical)
 
     def sync(
