@@ -193,6 +193,16 @@ def test_sigkill_at_any_write_step_then_a_rerun_is_a_fresh_index(
     assert state(rerun) == fresh_state(tmp_path, notes)
 
 
+def wait_until(holds: Any, what: str, watch: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not holds():
+        if time.monotonic() > deadline:
+            watch.kill()
+            said = watch.communicate(timeout=30)[0]
+            raise AssertionError(f"the watch did not carry {what} within {timeout:.0f} s; it said:\n{said}")
+        time.sleep(0.5)
+
+
 def test_watch_follows_edits_and_deletions_until_ctrl_c(tmp_path: Path, minilm: Encoder) -> None:
     notes, database = write_notes(tmp_path / "notes"), tmp_path / "db"
     QZhouCollection.open("notes", path=database, model=DEMO_MODEL).sync(notes)
@@ -200,26 +210,27 @@ def test_watch_follows_edits_and_deletions_until_ctrl_c(tmp_path: Path, minilm: 
         index_command(notes, database, "--watch"), env=child_environment(),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    collection = QZhouCollection.open("notes", path=database)
+
+    def texts() -> str:
+        return " ".join(collection.collection.get(include=["documents"])["documents"])
+
     try:
         wait_for_line(watch, "Watching")
-        collection = QZhouCollection.open("notes", path=database)
         (notes / "storage.txt").write_text("Keep tea in a tin: oolong keeps for years.", "utf-8")
         (notes / "history.md").unlink()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            sources = {m["source"] for m in collection.collection.get(include=["metadatas"])["metadatas"]}
-            documents = collection.collection.get(include=["documents"])["documents"]
-            if str(notes / "history.md") not in sources and any("oolong" in d for d in documents):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the watch did not carry the edit and the deletion within 60 s")
+        (notes / "half.txt").write_bytes(b"Pu-erh is aged for years in a humid cellar."[:-1] + b"\xc3")
+        wait_until(lambda: "oolong" in texts() and "Lu Yu" not in texts(), "the edit and the deletion", watch)
+        # The half-written file did not stop the watch; once whole, it is read.
+        (notes / "half.txt").write_text("Pu-erh is aged for years in a humid cellar, caf\u00e9.", "utf-8")
+        wait_until(lambda: "humid cellar" in texts(), "the file written in two steps", watch)
         watch.send_signal(signal.SIGINT)
         rest = watch.communicate(timeout=60)[0]
     finally:
         if watch.poll() is None:
             watch.kill()
     assert watch.returncode == 0, rest
+    assert "half.txt is not UTF-8 text" in rest and "read again next time" in rest
     assert rest.strip().splitlines()[-1].startswith("Stopped watching; collection 'notes' holds")
     assert state(QZhouCollection.open("notes", path=database)) == fresh_state(tmp_path, notes)
 

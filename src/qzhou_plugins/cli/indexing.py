@@ -92,12 +92,17 @@ def command_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def sync_once(collection: Any, args: argparse.Namespace, *, skip_unreadable: bool = False) -> Any:
-    """One sync, its warnings on stderr and its summary on stdout."""
+def sync_once(
+    collection: Any, args: argparse.Namespace, *, skip_unreadable: bool = False, said: Any = None
+) -> Any:
+    """One sync, its warnings on stderr and its summary on stdout; nothing printed when it changed
+    nothing and skipped what the summary ``said`` skipped (a watch's quiet rounds)."""
     summary = collection.sync(
         args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
         keep_missing=args.keep_missing, dry_run=args.dry_run, skip_unreadable=skip_unreadable,
     )  # fmt: skip
+    if said is not None and not summary.changed and summary.skipped == said.skipped:
+        return summary
     for file, reason in summary.skipped:
         said = reason if reason.startswith(file) else f"{file}: {reason}"
         print(f"warning: {said}", file=sys.stderr)

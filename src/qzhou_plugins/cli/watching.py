@@ -38,7 +38,7 @@ def watch(collection: Any, args: argparse.Namespace, sync_once: Sync) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        retry = _round(sync_once, collection, args)
+        last = _round(sync_once, collection, args, None)
         print(f"Watching {', '.join(args.paths)} for changes (Ctrl-C stops).", flush=True)
         folders = sorted({_watched(Path(path)) for path in args.paths})
         for changes in file_changes(
@@ -50,10 +50,8 @@ def watch(collection: Any, args: argparse.Namespace, sync_once: Sync) -> int:
             stop_event=stop,
             raise_interrupt=False,
         ):
-            if stop.is_set():
-                break
-            if changes or retry:
-                retry = _round(sync_once, collection, args)
+            if not stop.is_set() and (changes or _retry(last)):
+                last = _round(sync_once, collection, args, last)
     finally:
         signal.signal(signal.SIGINT, previous)
     holds = collection.count()
@@ -61,15 +59,20 @@ def watch(collection: Any, args: argparse.Namespace, sync_once: Sync) -> int:
     return 0
 
 
-def _round(sync_once: Sync, collection: Any, args: argparse.Namespace) -> bool:
-    """One sync; whether a file must be read again soon (it was skipped, or the round failed)."""
+def _round(sync_once: Sync, collection: Any, args: argparse.Namespace, last: Any) -> Any:
+    """One sync, said only if it differs from the ``last`` one; None if it failed (retried soon)."""
     try:
-        summary = sync_once(collection, args, skip_unreadable=True)
+        summary = sync_once(collection, args, skip_unreadable=True, said=last)
     except Exception as error:  # a round that fails is said, and the watch goes on
         print(f"warning: this round of sync failed, retrying: {one_line(error)}", file=sys.stderr, flush=True)
-        return True
+        return None
     sys.stdout.flush()
-    return any(reason.endswith("read again next time") for _file, reason in summary.skipped)
+    return summary
+
+
+def _retry(last: Any) -> bool:
+    """Whether the last round failed or skipped a file to read again (half written, or just gone)."""
+    return last is None or any(reason.endswith("read again next time") for _file, reason in last.skipped)
 
 
 def _watched(path: Path) -> Path:
