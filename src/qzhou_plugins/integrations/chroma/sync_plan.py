@@ -43,6 +43,8 @@ class FileChange:
     """Its chunks now (empty when unchanged, and for a file with no text)."""
     old_ids: frozenset[str] = frozenset()
     """Chunk ids stored for it that its chunks no longer have: removed after the new ones are added."""
+    new_ids: int = 0
+    """How many of its chunk ids are not stored yet (what a dry run says would be added)."""
     record: FileRecord | None = None
     """The record to write once Chroma holds the change (None: the record stands as it is)."""
     skipped: str | None = None
@@ -183,7 +185,7 @@ def _change_of(
     if set(ids) == held and (held or record is not None):
         return FileChange(source, "unchanged", record=new)
     kind = "replaced" if held else "added"
-    return FileChange(source, kind, chunks, frozenset(held - set(ids)), new)
+    return FileChange(source, kind, chunks, frozenset(held - set(ids)), len(set(ids) - held), new)
 
 
 def _plan_removals(

@@ -109,7 +109,7 @@ def sync(
             plan = plan_sync(files, folders, records, stored, settings,
                              keep_missing=keep_missing, skip_unreadable=skip_unreadable)  # fmt: skip
             if dry_run:
-                return _summary(plan, sum(len(c.chunks) for c in plan.changes), 0, dry_run=True)
+                return _summary(plan, sum(change.new_ids for change in plan.changes), 0, dry_run=True)
             added, reused = _apply(collection, plan, store, show_progress)
         finally:
             store.close()
