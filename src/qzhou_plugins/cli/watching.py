@@ -41,6 +41,7 @@ def watch(collection: Any, args: argparse.Namespace, sync_once: Sync) -> int:
         last = _round(sync_once, collection, args, None)
         print(f"Watching {', '.join(args.paths)} for changes (Ctrl-C stops).", flush=True)
         folders = sorted({_watched(Path(path)) for path in args.paths})
+        started = True
         for changes in file_changes(
             *folders,
             watch_filter=lambda _change, name: _relevant(Path(name), folders),
@@ -50,8 +51,11 @@ def watch(collection: Any, args: argparse.Namespace, sync_once: Sync) -> int:
             stop_event=stop,
             raise_interrupt=False,
         ):
-            if not stop.is_set() and (changes or _retry(last)):
+            # The first yield (changes, or none within RETRY_MS) syncs again: what changed before
+            # the watcher started has no event.
+            if not stop.is_set() and (changes or started or _retry(last)):
                 last = _round(sync_once, collection, args, last)
+            started = False
     finally:
         signal.signal(signal.SIGINT, previous)
     holds = collection.count()
