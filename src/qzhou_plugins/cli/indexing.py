@@ -146,7 +146,7 @@ def _existing(args: argparse.Namespace) -> Any:
 
 def _check_new_files(args: argparse.Namespace) -> int:
     """Read a new collection's files before it is made: a bad one stops the command with nothing written."""
-    from ..chroma import files_to_sync
+    from ..integrations.chroma.sync_plan import files_to_sync
 
     try:
         files, _ = files_to_sync(args.paths)

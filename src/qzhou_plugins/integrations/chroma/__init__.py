@@ -35,7 +35,6 @@ from .opening import DEFAULT_PATH, CollectionNotFoundError
 from .query import Hit, QueryResult
 from .query_options import QueryOptions
 from .records import content_id
-from .sync_plan import files_to_sync
 from .syncing import SyncSummary
 from .writing import AddResult
 
@@ -54,5 +53,4 @@ __all__ = [
     "SyncSummary",
     "UpsertResult",
     "content_id",
-    "files_to_sync",
 ]
