@@ -97,10 +97,15 @@ def sync_once(
 ) -> Any:
     """One sync, its warnings on stderr and its summary on stdout; nothing printed when it changed
     nothing and skipped what the summary ``said`` skipped (a watch's quiet rounds)."""
-    summary = collection.sync(
-        args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
-        keep_missing=args.keep_missing, dry_run=args.dry_run, skip_unreadable=skip_unreadable,
-    )  # fmt: skip
+    from ..integrations.chroma.sync_plan import PathError
+
+    try:
+        summary = collection.sync(
+            args.paths, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap,
+            keep_missing=args.keep_missing, dry_run=args.dry_run, skip_unreadable=skip_unreadable,
+        )  # fmt: skip
+    except PathError as error:
+        raise UsageError(str(error)) from None
     if said is not None and not summary.changed and summary.skipped == said.skipped:
         return summary
     for file, reason in summary.skipped:

@@ -32,6 +32,10 @@ from ...sync_record import ChunkSettings, FileRecord, file_sha256
 from .migration import pages
 
 
+class PathError(DocumentError):
+    """A path given leads to no document (missing, neither file nor folder, of a kind no reader takes)."""
+
+
 @dataclass
 class FileChange:
     """One file found: what it holds now, and which of Chroma's chunks it replaces."""
@@ -68,7 +72,8 @@ def files_to_sync(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], 
     """The files to sync, and the resolved folders whose vanished files are removed.
 
     A folder with no supported file left is a folder whose files all vanished (not an error, as it is
-    for :func:`~qzhou_plugins.documents.find_files`); a missing file named on its own is an error.
+    for :func:`~qzhou_plugins.documents.find_files`); a missing file named on its own is a
+    :class:`PathError`.
     """
     folders = [Path(given).resolve() for given in paths if Path(given).is_dir()]
     try:
@@ -83,9 +88,9 @@ def files_to_sync(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], 
             find_files([given])
         except UnreadableDocumentError:
             raise
-        except DocumentError:
+        except DocumentError as error:
             if not Path(given).is_dir():
-                raise
+                raise PathError(str(error)) from None
             continue
         with_files.append(given)
     return (find_files(with_files) if with_files else []), folders
