@@ -385,10 +385,15 @@ class CollectionSuite:
             tmp_path / "checkpoint", qwen_tokenizer_dir, hidden_size=32, intermediate_size=64
         )
         qzhou_plugins.release_all()  # forget the 64-d weights held in memory
-        with pytest.raises(
-            CollectionMismatchError, match="dimension: the collection has 64, you asked for 32"
-        ):
-            QZhouCollection.open(collection.name, client=client)
+        # Opened as it records (model=None, or the same model), the model loads on first use (a sync
+        # with nothing to embed never loads it), and is refused then, before anything is embedded.
+        for model in (None, checkpoint):
+            reopened = QZhouCollection.open(collection.name, client=client, model=model)
+            with pytest.raises(
+                CollectionMismatchError,
+                match="32-dimensional vectors, but this collection holds 64-dimensional",
+            ):
+                reopened.query("cats")
         # Plain Chroma meets the same check in the rebuilt embedding function.
         with pytest.raises(
             ValueError, match="32-dimensional vectors, but this collection holds 64-dimensional"

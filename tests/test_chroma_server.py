@@ -54,7 +54,7 @@ def test_load_index_and_query_reach_a_server_the_same_way(
     assert main(["query", "a lidded bowl to brew tea", "-c", "served-notes", "-k", "1", *server]) == 0
     assert re.search(r"^1\. \S+  .*glossary\.jsonl:\d+ \(chunk 0\)$", capsys.readouterr().out, re.MULTILINE)
     assert main(["index", str(DOCUMENTS), "-c", "served-notes", *server, *model]) == 0
-    assert f"0 chunk(s) added, {rows} already there" in capsys.readouterr().out
+    assert f"0 chunk(s) added, 0 removed; the collection holds {rows}." in capsys.readouterr().out
 
 
 def test_hybrid_on_a_server_needs_a_lexical_path_and_then_keeps_it_in_step(

@@ -104,7 +104,9 @@ def test_index_again_adds_nothing(indexed: tuple[Path, str], capsys: pytest.Capt
         capsys, "index", EXAMPLES, relative / "brewing.txt", "-c", "tea", "--db", database
     )  # no --model: the collection's recorded model is used
     assert code == 0, err
-    assert f"0 chunk(s) added, {before} already there; the collection holds {before}." in out
+    assert "added 0, replaced 0, removed 0, unchanged 8, skipped 0 file(s)" in out
+    assert "; 0 chunk(s) added, 0 removed" in out
+    assert f"the collection holds {before}." in out
     assert QZhouCollection.open("tea", path=database, create=False).count() == before
 
 
@@ -458,8 +460,8 @@ def test_index_skips_binary_files_and_invisible_chunks_into_the_default_database
     )  # fmt: skip
     assert code == 0, err
     assert "warning: notes/blob.txt: skipped, a binary file" in err
-    assert f"(database {DEFAULT_PATH}): 2 chunk(s) added" in out
-    assert "1 file(s) had no text." in out and "1 binary file(s) skipped." in out
+    assert f"(database {DEFAULT_PATH}): added 2, replaced 0, removed 0, unchanged 0, skipped 1 file(s)" in out
+    assert "; 2 chunk(s) added, 0 removed" in out and "1 file(s) had no text." in out
     assert (mixed_folder / DEFAULT_PATH).is_dir()
     collection = QZhouCollection.open("mixed", path=mixed_folder / DEFAULT_PATH, create=False)
     stored = collection.collection.get(include=["documents", "metadatas"])

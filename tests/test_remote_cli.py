@@ -59,7 +59,7 @@ def test_a_collection_built_through_the_server_is_the_local_models_collection(
     # The local model accepts the served model's vectors as its own: nothing is embedded again.
     code, out, err = run(capsys, "index", EXAMPLES, *where, "--model", model)
     assert code == 0, err
-    assert f"0 chunk(s) added, {added} already there" in out
+    assert f"0 chunk(s) added, 0 removed; the collection holds {added}." in out
     # Another model is refused, loaded here or served.
     for flags in ([], ["--base-url", url]):
         code, _, err = run(capsys, "query", QUESTIONS[0], *where, "--model", other, *flags)

@@ -6,7 +6,8 @@ follow the Unix habit: 0 success, 2 a usage error (found before any work starts)
 working; each error is one line on stderr, with the traceback only under ``--debug``.
 
 The package follows the command line: ``parser`` builds it from one module per command group
-(``collection``: index and query; ``evaluate``; ``bench``; ``embed``, ``load``, ``serve``; ``where``:
+(``indexing``: index, ``watching``: its ``--watch``;
+``collection``: query; ``evaluate``; ``bench``; ``embed``, ``load``, ``serve``; ``where``:
 the collection flags and client that index, query and load share),
 ``documents`` turns a path that leads to no documents into a usage error (reading and chunking are
 :mod:`qzhou_plugins.documents`), ``errors`` holds the two kinds of failure. Frameworks are imported inside the
@@ -24,16 +25,16 @@ from collections.abc import Callable, Sequence
 
 from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, SUPPORTED_SUFFIXES, Chunk, read_chunks, source_name
 from .bench import command_bench
-from .collection import ADD_BATCH, EXCERPT_CHARACTERS, command_index, command_query
+from .collection import EXCERPT_CHARACTERS, command_query
 from .documents import find_files
 from .errors import DocumentError, UsageError, one_line
 from .evaluate import command_eval
+from .indexing import command_index
 from .options import PROG
 from .parser import build_parser
 from .where import DEFAULT_PORT
 
 __all__ = [
-    "ADD_BATCH",
     "CHUNK_OVERLAP",
     "CHUNK_SIZE",
     "DEFAULT_PORT",

@@ -1,4 +1,4 @@
-"""``index`` and ``query``: documents into a Chroma collection, and questions to it.
+"""``query`` (questions to a Chroma collection), and what ``index`` (:mod:`.indexing`) shares with it.
 
 The collection records its model and the options that change vectors (``max_length`` among them),
 so an existing collection is reopened as it was made: ``--model`` and ``--max-length`` can be left
@@ -9,25 +9,18 @@ than mixed in. Chroma is imported when a command runs, never for ``--help``.
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 import textwrap
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ..arguments import add_base_url, add_family_options, family_options, positive_int
-from ..config import DEFAULT_MODEL
-from ..documents import CHUNK_OVERLAP, CHUNK_SIZE, read_documents
+from ..documents import chunk_place
 from ..validation import has_content, validate_text
-from .documents import find_documents
-from .errors import DocumentError, UsageError
-from .hybrid import add_lexical_options, add_search_options, lexical_options, search_options
+from .errors import UsageError
+from .hybrid import add_search_options, lexical_options, search_options
 from .options import PROG, remote_options
 from .where import add_where_options, check_where, describe_where, open_client
 
-ADD_BATCH = 128
-"""Chunks handed to the collection per call: small enough for a progress bar that moves, and an
-interrupted run keeps everything added so far (the next run skips it)."""
 EXCERPT_CHARACTERS = 300
 
 
@@ -35,44 +28,8 @@ EXCERPT_CHARACTERS = 300
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``index`` and ``query`` to the sub-command set ``commands``."""
-    _add_index(commands, common)
+    """Add ``query`` to the sub-command set ``commands`` (``index`` is :mod:`.indexing`'s)."""
     _add_query(commands, common)
-
-
-def _add_index(commands: Any, common: argparse.ArgumentParser) -> None:
-    index = commands.add_parser(
-        "index",
-        parents=[common],
-        help="add .txt, .md, .jsonl, .pdf, .html and .docx files to a Chroma collection",
-        description="Split files into chunks and add them to a Chroma collection (created if needed). "
-        "Folders are walked. Chunks are identified by their content, so running it again adds only "
-        "what is new and an interrupted run can simply be restarted. In .jsonl files each line is a "
-        "JSON object with a 'text' field; the other fields are kept as metadata. PDF chunks record "
-        "their page. Binary, encrypted and damaged files in a folder are skipped with a warning. "
-        "A lexical (BM25) index of the chunks is kept beside the collection, "
-        "for `query --mode lexical` and `--mode hybrid`.",
-    )
-    index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
-    _collection_options(
-        index,
-        model_help=f"embedding model for a new collection (default: {DEFAULT_MODEL}); an existing "
-        "collection keeps the model it was created with, and a different one is refused",
-        max_length_help="tokens per chunk, instruction included, for a new collection (default: the "
-        "model's); an existing collection keeps the length it was created with, and a different one "
-        "is refused",
-    )
-    index.add_argument(
-        "--chunk-size", type=int, default=CHUNK_SIZE, help="characters per chunk (default: %(default)s)"
-    )
-    index.add_argument(
-        "--chunk-overlap",
-        type=int,
-        default=CHUNK_OVERLAP,
-        help="characters shared by neighbouring chunks (default: %(default)s)",
-    )
-    add_lexical_options(index, new="a new collection's lexical index")
-    index.set_defaults(handler=command_index)
 
 
 def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -85,7 +42,7 @@ def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
         "both (--mode hybrid).",
     )
     query.add_argument("text", metavar="TEXT", help="the question or search text")
-    _collection_options(
+    collection_options(
         query,
         model_help="expected model (default: the one the collection was indexed with); a mismatch is refused",
         max_length_help="tokens of the question (and of each reranked chunk), instruction included "
@@ -108,11 +65,17 @@ def _add_query(commands: Any, common: argparse.ArgumentParser) -> None:
         help="rerank with model M (a cross-encoder, an LLM reranker such as Qwen3-Reranker, or an "
         "embedding model); default: the collection's own model",
     )
+    query.add_argument(
+        "--json",
+        action="store_true",
+        help="print the hits as one JSON object (id, text, source, page, every score, the sides that "
+        "found them) for scripts",
+    )
     add_search_options(query, what="the chunks")
     query.set_defaults(handler=command_query)
 
 
-def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max_length_help: str) -> None:
+def collection_options(parser: argparse.ArgumentParser, *, model_help: str, max_length_help: str) -> None:
     """Where the collection is (as for ``load``), and the options it records (model, length)."""
     add_where_options(parser)
     parser.add_argument("--model", default=None, help=model_help)
@@ -124,59 +87,6 @@ def _collection_options(parser: argparse.ArgumentParser, *, model_help: str, max
 
 
 # -- the commands ---------------------------------------------------------------------------------
-
-
-def command_index(args: argparse.Namespace) -> int:
-    if args.chunk_size < 1 or not 0 <= args.chunk_overlap < args.chunk_size:
-        raise UsageError("--chunk-size must be positive and --chunk-overlap between 0 and the chunk size")
-    check_where(args)
-    found = find_documents(args.paths)
-    files = found.files
-    documents = read_documents(files, args.chunk_size, args.chunk_overlap, named=found.named)
-    for _file, reason in [*documents.binary, *documents.broken, *documents.warnings]:
-        print(f"warning: {reason}", file=sys.stderr)
-    if found.skipped_line():
-        print(found.skipped_line(), file=sys.stderr)
-    if not documents.chunks:
-        skipped = f" ({documents.skipped_kinds()}, skipped)" if documents.skipped else ""
-        raise DocumentError(f"nothing to index: the {len(files)} file(s) hold no text{skipped}")
-    collection = _open_for_index(args)
-    added = skipped_chunks = 0
-    chunks = documents.chunks
-    with tqdm(total=len(chunks), desc="Indexing", unit="chunk") as progress:
-        for start in range(0, len(chunks), ADD_BATCH):
-            batch = chunks[start : start + ADD_BATCH]
-            result = collection.add(
-                [c.text for c in batch], metadatas=[c.metadata for c in batch], show_progress=False
-            )
-            added += result.added
-            skipped_chunks += result.skipped
-            progress.update(len(batch))
-    read = len(files) - documents.skipped
-    print(
-        f"Indexed {read} file(s) into collection {args.collection!r} ({describe_where(args)}): "
-        f"{added} chunk(s) added, {skipped_chunks} already there; the collection holds {collection.count()}."
-    )
-    print(_lexical_index_line(collection))
-    if documents.empty:
-        print(f"{len(documents.empty)} file(s) had no text.")
-    if documents.binary:
-        print(f"{len(documents.binary)} binary file(s) skipped.")
-    return 0
-
-
-def _lexical_index_line(collection: Any) -> str:
-    """Where the collection's lexical index is (built now for a collection made before it had one)."""
-    if collection.lexical.folder is None:
-        return (
-            "No lexical index: a collection on a Chroma server keeps one only where --lexical-dir says "
-            "(needed by query --mode lexical and hybrid)."
-        )
-    index = collection.lexical_index()
-    return (
-        f"Lexical index ({collection.analyzer} analyzer, {collection.lexical_engine}, {index.count()} "
-        f"chunk(s)): {collection.lexical.folder}"
-    )
 
 
 def command_query(args: argparse.Namespace) -> int:
@@ -206,13 +116,16 @@ def command_query(args: argparse.Namespace) -> int:
     encoder_options = {} if args.max_length is None else {"max_length": args.max_length}
     collection = open_collection(args, create=False, **encoder_options)
     (result,) = collection.query([args.text], options)
+    if args.json:
+        print(json.dumps(hits_json(args.text, result.hits, options), ensure_ascii=False, indent=2))
+        return 0
     if not result.hits:
         why = "is empty" if args.mode == "dense" else "has no chunk with a word of the query"
         print(f"No results: collection {args.collection!r} {why}.")
         return 0
     for rank, hit in enumerate(result.hits, 1):
         sides = "" if args.mode != "hybrid" else "  [" + _sides(hit) + "]"
-        print(f"{rank}. {hit.score:.4f}  {_hit_source(hit.id, hit.metadata or {})}{sides}")
+        print(f"{rank}. {hit.score:.4f}  {chunk_place(hit.metadata or {}, hit.id)}{sides}")
         excerpt = " ".join((hit.document or "").split())
         if len(excerpt) > EXCERPT_CHARACTERS:
             excerpt = excerpt[: EXCERPT_CHARACTERS - 1].rstrip() + "…"
@@ -254,38 +167,38 @@ def _sides(hit: Any) -> str:
     return ", ".join(said)
 
 
-def _hit_source(hit_id: str, metadata: dict[str, Any]) -> str:
-    """``path:line (chunk n)``: where a hit came from, as ``index`` recorded it."""
-    where = str(metadata.get("source", hit_id))
-    if "line" in metadata:
-        where += f":{metadata['line']}"
-    if "chunk" in metadata:
-        where += f" (chunk {metadata['chunk']})"
-    return where
+def hits_json(text: str, hits: Any, options: Any) -> dict[str, Any]:
+    """What ``query --json`` prints: the query, its mode, and each hit with all it carries."""
+    return {
+        "query": text,
+        "mode": options.mode,
+        "hits": [
+            {
+                "rank": rank,
+                "id": hit.id,
+                "text": hit.document,
+                "source": (hit.metadata or {}).get("source"),
+                **{key: (hit.metadata or {})[key] for key in PLACE_KEYS if key in (hit.metadata or {})},
+                "score": hit.score,
+                "score_scale": hit.score_scale,
+                "dense_score": hit.dense_score,
+                "lexical_score": hit.lexical_score,
+                "fused_score": hit.fused_score,
+                "dense_rank": hit.dense_rank,
+                "lexical_rank": hit.lexical_rank,
+                "found_by": list(hit.sources),
+                "metadata": hit.metadata or {},
+            }
+            for rank, hit in enumerate(hits, 1)
+        ],
+    }
+
+
+PLACE_KEYS = ("page", "page_label", "page_end", "title")
+"""Where in its file a chunk is, when its reader says (a PDF's pages, an HTML page's title)."""
 
 
 # -- opening the collection -------------------------------------------------------------------------
-
-
-def _open_for_index(args: argparse.Namespace) -> Any:
-    """The collection to add to: created with ``--max-length`` if new, refused if it disagrees."""
-    if args.max_length is None:
-        return open_collection(args, create=True)
-    from ..chroma import CollectionNotFoundError
-
-    try:
-        collection = open_collection(args, create=False, missing_ok=True)
-    except CollectionNotFoundError:
-        return open_collection(args, create=True, max_length=args.max_length)
-    recorded = collection.encoder.max_length
-    if recorded != args.max_length:
-        raise ValueError(
-            f"collection {args.collection!r} embeds its chunks with max_length {recorded}, as it was "
-            f"created; --max-length {args.max_length} would embed new chunks differently, and the chunks "
-            "already there would not be embedded again. Leave --max-length out, or index into a new "
-            f"collection (--collection OTHER --max-length {args.max_length})"
-        )
-    return collection
 
 
 def open_collection(

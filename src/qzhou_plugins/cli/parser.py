@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DEMO_MODEL
-from . import bench, collection, embed, evaluate, export, inspect, load, serve
+from . import bench, collection, embed, evaluate, export, indexing, inspect, load, serve
 from .options import PROG, CommandParser, add_debug
 
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=CommandParser
     )
-    for group in (collection, evaluate, embed, load, serve, inspect, export, bench):
+    for group in (indexing, collection, evaluate, embed, load, serve, inspect, export, bench):
         group.add_parsers(commands, common)
     return parser
 

@@ -131,7 +131,7 @@ def matched_spans(collection: Any, document: str, terms: list[str]) -> list[list
 
 def _hit(collection: Any, place: int, hit: Any, terms: list[str], options: Any) -> dict[str, Any]:
     """One hit as the page shows it; the matched words are marked in the hits the lexical side found."""
-    from ..cli.collection import _hit_source
+    from ..documents import chunk_place
 
     reranked = options.rerank_candidates is not None
     return {
@@ -146,7 +146,7 @@ def _hit(collection: Any, place: int, hit: Any, terms: list[str], options: Any) 
         "fused_score": hit.fused_score,
         "rerank_score": hit.score if reranked else None,
         "sources": list(hit.sources),
-        "source": _hit_source(hit.id, hit.metadata or {}),
+        "source": chunk_place(hit.metadata or {}, hit.id),
         "metadata": hit.metadata,
         "document": hit.document,
         "spans": matched_spans(collection, hit.document, terms) if hit.lexical_score is not None else [],

@@ -12,6 +12,8 @@ The data path of :class:`QZhouCollection`, one module per step::
     lexical lexical_record  where the lexical index lives, the analyzer the collection records
             lexical_side.py opened and repaired from Chroma, written in step with every write
     reembed migration.py    copy into a collection of the new setup, then swap it in
+    sync    sync_plan.py    files against Chroma's sources and the per-file records: what changed
+            syncing.py      new chunks added, then old ones removed, then the records written
     load    precomputed.py  a bulk output's fingerprint checked (or a collection made from it),
                             its vectors written as they are, stored ids skipped (writing.py)
 
@@ -33,6 +35,7 @@ from .opening import DEFAULT_PATH, CollectionNotFoundError
 from .query import Hit, QueryResult
 from .query_options import QueryOptions
 from .records import content_id
+from .syncing import SyncSummary
 from .writing import AddResult
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "QZhouEmbeddingFunction",
     "QueryOptions",
     "QueryResult",
+    "SyncSummary",
     "UpsertResult",
     "content_id",
 ]

@@ -23,6 +23,7 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
 from ...lexical.base import checked_ids
+from ...documents.record import remove_record
 from .lexical_side import LexicalSide
 from .opening import existing_collection
 from .records import Record
@@ -146,4 +147,5 @@ def remove_collection(client: ClientAPI, name: str, lexical_root: Path | None) -
         if existed:
             client.delete_collection(name)
         LexicalSide(lexical_root, name, {}).remove()
+        remove_record(lexical_root, name)
     return existed

@@ -1,6 +1,5 @@
-"""A Chroma collection that cannot be corrupted by a model change or lose work to a crash.
-
-The safe path is the default one:
+"""A Chroma collection that cannot be corrupted by a model change or lose work to a crash; the safe
+path is the default one:
 
 - opening checks the collection's recorded embedding function (model, dimension, exact query and
   document prefixes, pooling, normalisation) against what is asked for, and refuses a mismatch
@@ -14,25 +13,27 @@ The safe path is the default one:
 - vectors embedded in bulk elsewhere (``qzhou-plugins embed``) are loaded as they are, with the
   same skipping of stored ids and the same fingerprint check (:mod:`.precomputed`);
 - a lexical (BM25) index is kept beside the collection, in step with every write and repaired from
-  Chroma after a crash (:mod:`.lexical_side`), for lexical and hybrid queries (:mod:`.hybrid`).
+  Chroma after a crash (:mod:`.lexical_side`), for lexical and hybrid queries (:mod:`.hybrid`);
+- :meth:`QZhouCollection.sync` keeps it equal to a fresh index of files, killed or not (:mod:`.syncing`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from tqdm.auto import tqdm
 
+from ...documents import CHUNK_OVERLAP, CHUNK_SIZE
 from ...encoder import Encoder, wants_progress
 from ...instructions import TaskLike
 from ...lexical.base import LexicalIndex
+from ...documents.record import ChunkSettings
 from ...validation import as_list
-from . import migration, precomputed
+from . import migration, precomputed, syncing
 from .changing import UpsertResult, delete_records, remove_collection, upsert_batch
 from .embedding_function import QZhouEmbeddingFunction
 from .hybrid import search
@@ -41,8 +42,9 @@ from .lexical_side import LexicalSide
 from .opening import check_name, connect, open_or_create
 from .query import QueryResult, reranked
 from .query_options import QueryOptions
-from .records import Record, record_batches
-from .writing import AddResult, checked_batch_size, warn_conflicts, write_batch
+from .records import Record
+from .syncing import SyncSummary
+from .writing import AddResult, checked_batch_size, progress_batches, warn_conflicts, write_batch
 
 logger = logging.getLogger("qzhou_plugins")
 
@@ -244,9 +246,26 @@ class QZhouCollection:
         """Delete the records of ``ids`` and/or those matching the filters; returns how many were deleted.
 
         With several given, a record must satisfy all of them. The lexical index is kept in step. To
-        delete the whole collection, use :meth:`delete_collection`.
-        """
+        delete the whole collection, use :meth:`delete_collection`."""
         return delete_records(self.client, self.collection, ids, where, where_document, self.lexical)
+
+    def sync(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        chunk_overlap: int = CHUNK_OVERLAP,
+        keep_missing: bool = False,
+        dry_run: bool = False,
+        skip_unreadable: bool = False,
+        show_progress: bool | None = None,
+    ) -> SyncSummary:
+        """Make the collection hold what a fresh index of ``paths`` would: unchanged files neither read
+        nor embedded, changed ones replaced, those gone from a folder given removed (unless
+        ``keep_missing``); ``dry_run`` only says so. An unreadable file stops it before any write,
+        unless ``skip_unreadable`` (read again next time). See :mod:`.syncing`."""
+        settings = ChunkSettings(chunk_size, chunk_overlap)
+        return syncing.sync(self, paths, settings, keep_missing, dry_run, skip_unreadable, show_progress)
 
     def add_precomputed(
         self,
@@ -274,14 +293,10 @@ class QZhouCollection:
     def _batches(
         self, texts: Any, metadatas: Any, ids: Any, batch_size: int, show_progress: bool | None, verb: str
     ) -> Iterator[list[Record]]:
-        """The validated records of one call, ``batch_size`` at a time, with a progress bar if wanted."""
-        batch_size = checked_batch_size(self.client, batch_size)
-        total = len(texts) if isinstance(texts, Sized) else None
-        show = wants_progress(show_progress, total, self.encoder.config.show_progress)
-        with tqdm(total=total, unit="text", desc=f"{verb} {self.name}", disable=not show) as progress:
-            for batch in record_batches(texts, metadatas, ids, batch_size):
-                yield batch
-                progress.update(len(batch))
+        label, configured = f"{verb} {self.name}", lambda: self.encoder.config.show_progress
+        return progress_batches(
+            self.client, label, (texts, metadatas, ids), batch_size, show_progress, configured
+        )
 
     def _embed_documents(self, texts: list[str]) -> Any:
         return self.embedding_function.embed_documents(texts, show_progress=False)

@@ -27,6 +27,7 @@ from .fingerprint import (
     EMBEDDING_FUNCTION_NAME,
     PERSISTED_OPTIONS,
     REFERENCE_VECTORS,
+    CollectionMismatchError,
     check_config,
     fingerprint_differences,
     recorded_family,
@@ -95,7 +96,7 @@ class QZhouEmbeddingFunction(EmbeddingFunction[Documents]):
         if self._encoder is None:
             encoder = Encoder.shared(self._encoder_config)
             if self._expected_dimension is not None and encoder.dimension != self._expected_dimension:
-                raise ValueError(
+                raise CollectionMismatchError(
                     f"model {self._encoder_config.model!r} now gives {encoder.dimension}-dimensional "
                     f"vectors, but this collection holds {self._expected_dimension}-dimensional ones: "
                     "the checkpoint behind that name has changed. Point model at the original checkpoint "

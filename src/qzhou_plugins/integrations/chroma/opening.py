@@ -192,6 +192,13 @@ def reopen_collection(
 ) -> tuple[Collection, QZhouEmbeddingFunction]:
     """``existing`` with the embedding function it records, or what was asked if that is the same."""
     recorded = recorded_config(existing)
+    converted = recorded["model"].lower().endswith(".gguf") or "source_model" in recorded
+    if model in (None, recorded["model"]) and task is None and not encoder_options and not converted:
+        # Nothing asked beyond the record: its embedding function as plain Chroma rebuilds it, whose
+        # model loads on first use (a sync with nothing to embed, a lexical query, never load it) and
+        # whose dimension is checked then.
+        function = QZhouEmbeddingFunction.build_from_config(recorded)
+        return client.get_collection(existing.name, embedding_function=function), function  # type: ignore[arg-type]
     chosen_model = model if model is not None else recorded["model"]
     # A GGUF file names its source model inside: compared below, once it is open (in seconds).
     converted = chosen_model.lower().endswith(".gguf") or "source_model" in recorded

@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
+from tqdm.auto import tqdm
 
+from ...encoder import wants_progress
 from ...validation import check_count
-from .records import Record
+from .records import Record, record_batches
 
 try:
     import fcntl
@@ -225,6 +227,25 @@ def write_lock(client: ClientAPI) -> Iterator[bool]:
     else:
         with _in_memory_lock:
             yield not settings.is_persistent
+
+
+def progress_batches(
+    client: ClientAPI,
+    label: str,
+    inputs: tuple[Any, Any, Any],
+    batch_size: int,
+    show_progress: bool | None,
+    configured: Callable[[], bool | None],
+) -> Iterator[list[Record]]:
+    """The validated records of (texts, metadatas, ids), ``batch_size`` at a time, with a progress bar
+    if wanted (as asked, else as the encoder is ``configured``)."""
+    batch_size = checked_batch_size(client, batch_size)
+    total = len(inputs[0]) if isinstance(inputs[0], Sized) else None
+    show = wants_progress(show_progress, total, configured())
+    with tqdm(total=total, unit="text", desc=label, disable=not show) as bar:
+        for batch in record_batches(*inputs, batch_size):
+            yield batch
+            bar.update(len(batch))
 
 
 def checked_batch_size(client: ClientAPI, batch_size: object) -> int:
