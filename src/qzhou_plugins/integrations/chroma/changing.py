@@ -22,8 +22,8 @@ import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
-from ...lexical.base import checked_ids
 from ...documents.record import remove_record
+from ...lexical.base import checked_ids
 from .lexical_side import LexicalSide
 from .opening import existing_collection
 from .records import Record

@@ -28,10 +28,10 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 
 from ...documents import CHUNK_OVERLAP, CHUNK_SIZE
+from ...documents.record import ChunkSettings
 from ...encoder import Encoder, wants_progress
 from ...instructions import TaskLike
 from ...lexical.base import LexicalIndex
-from ...documents.record import ChunkSettings
 from ...validation import as_list
 from . import migration, precomputed, syncing
 from .changing import UpsertResult, delete_records, remove_collection, upsert_batch

@@ -25,8 +25,8 @@ from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from tqdm.auto import tqdm
 
-from ...encoder import wants_progress
 from ...documents.record import ChunkSettings, IndexLock, RecordStore, record_path
+from ...encoder import wants_progress
 from .changing import delete_records
 from .embedding_function import QZhouEmbeddingFunction
 from .lexical_side import LexicalSide
