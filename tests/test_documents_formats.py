@@ -204,7 +204,8 @@ def test_index_reads_the_folder_and_names_what_it_skipped(
     assert "skipped 3 files: 2 .png, 1 .xlsx" in captured.err
     assert "locked.pdf: skipped, the PDF is encrypted" in captured.err
     assert "scan.pdf: page 1 has no text layer" in captured.err
-    assert "Indexed 5 file(s)" in captured.out  # 7 found, the encrypted and the damaged one skipped
+    # 7 found, the encrypted and the damaged one skipped
+    assert "added 5, replaced 0, removed 0, unchanged 0, skipped 2 file(s)" in captured.out
     query = ["query", "keep tea in an airtight tin", "-c", "formats", "--db", str(database), "-k", "1"]
     assert main(query) == 0
     assert "notes.docx (chunk" in capsys.readouterr().out

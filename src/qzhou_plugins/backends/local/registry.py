@@ -25,9 +25,18 @@ _model_locks: dict[tuple[str, ...], threading.Lock] = {}
 
 
 def get_model(config: EncoderConfig) -> LoadedModel:
-    """The loaded weights for ``config``, loading them on first use (once, even under threads)."""
+    """The loaded weights for ``config``, loading them on first use (once, even under threads).
+
+    A family named (``family="bert"``, as a reopened collection replays it) that is the family the
+    checkpoint was recognised as when loaded without one gets those same weights, not a second copy.
+    """
     from .loading import load_model, weights_key
 
+    if config.family is not None:
+        with _lock:
+            recognised = _models.get(weights_key(config.model_copy(update={"family": None})))
+        if recognised is not None and recognised.family == config.family:
+            return recognised  # type: ignore[no-any-return]
     return get_or_load(weights_key(config), lambda: load_model(config))  # type: ignore[no-any-return]
 
 
