@@ -18,7 +18,7 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from conftest import REPO
 from qzhou_plugins import Encoder, Reranker
@@ -54,16 +54,6 @@ def value(path: Path, key: str) -> Any:
     return None if field is None else field.contents()
 
 
-def segment_free(source: str, out: Path) -> Path:
-    """The cross-encoder with its second segment row set to its first: what llama.cpp computes alike."""
-    folder = Path(shutil.copytree(source, out))
-    tensors = load_file(str(folder / "model.safetensors"))
-    table = tensors["bert.embeddings.token_type_embeddings.weight"]
-    table[1:] = table[0]
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    return folder
-
-
 def as_llama_cpp_converted(ours: Path, out: Path, changes: dict[str, Any]) -> Path:
     """Our export rewritten with the keys llama.cpp's converter writes instead: none of ours, and for a
     Qwen3-Embedding no attention key, <|endoftext|> as the end token appended (its tokenizer's
@@ -94,11 +84,11 @@ def sources(
     tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder_path: str, tiny_llm_reranker_path: str,
     minilm_path: str,
 ) -> dict[str, str]:  # fmt: skip
-    from qzhou_plugins.testing import build_xlmr_cross_encoder_checkpoint
+    from qzhou_plugins.testing import build_xlmr_cross_encoder_checkpoint, one_segment_cross_encoder
 
     root = tmp_path_factory.mktemp("gguf-rerank-sources")
     return {
-        "bert": str(segment_free(tiny_cross_encoder_path, root / "bert")),
+        "bert": str(one_segment_cross_encoder(tiny_cross_encoder_path, root / "bert")),
         "xlmr": str(build_xlmr_cross_encoder_checkpoint(root / "xlmr", minilm_path)),
         "llm": tiny_llm_reranker_path,
     }
