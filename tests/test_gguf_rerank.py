@@ -9,6 +9,7 @@ every token segment 0), an XLM-RoBERTa-format one and a Qwen3-Reranker-shaped LL
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -49,8 +50,14 @@ F16_SCORE_GAP = 2e-3
 pytestmark = pytest.mark.timeout(3600)  # the first run may compile llama-cpp-python into .venv-llama
 
 
+@functools.cache
+def read(path: Path) -> gguf.GGUFReader:
+    """One parse per file: the reader takes seconds over Qwen's 151,665 tokens and 151,387 merges."""
+    return gguf.GGUFReader(path)
+
+
 def value(path: Path, key: str) -> Any:
-    field = gguf.GGUFReader(path).get_field(key)
+    field = read(path).get_field(key)
     return None if field is None else field.contents()
 
 
@@ -157,7 +164,7 @@ def test_a_cross_encoder_is_written_for_rank_pooling(files: dict[str, Path]) -> 
     """BERT's pooler and classifier as llama.cpp's cls and cls.output (not an embedder's pooler:
     "tensor 'cls.weight' has wrong shape"), XLM-R's positions from its padding offset on."""
     for label in ("bert", "xlmr"):
-        reader = gguf.GGUFReader(files[label])
+        reader = read(files[label])
         shapes = {tensor.name: tuple(int(n) for n in tensor.shape) for tensor in reader.tensors}
         assert (shapes["cls.weight"], shapes["cls.output.weight"], shapes["cls.output.bias"]) == (
             (64, 64), (64, 1), (1,)
@@ -174,7 +181,7 @@ def test_a_cross_encoder_is_written_for_rank_pooling(files: dict[str, Path]) -> 
 def test_an_llm_reranker_is_written_as_llama_cpps_converter_writes_it(
     files: dict[str, Path], sources: dict[str, str]
 ) -> None:
-    reader = gguf.GGUFReader(files["llm"])
+    reader = read(files["llm"])
     tensors = {tensor.name: tensor for tensor in reader.tensors}
     assert "output.weight" not in tensors
     head = gguf.quants.dequantize(tensors["cls.output.weight"].data, tensors["cls.output.weight"].tensor_type)

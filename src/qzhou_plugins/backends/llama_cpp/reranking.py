@@ -78,7 +78,7 @@ class LlamaCppReranker:
         budget = config.batch_tokens if "batch_tokens" in config.model_fields_set else DEFAULT_BATCH_TOKENS
         self._threads = config.threads or os.cpu_count() or 1
         self._width = width
-        self.context = self._make_context(max(budget, min(self.max_length, 2 * budget)))
+        self.context = self._make_context(budget)  # checks attention and pooling now
         self._facts = self._make_facts(path)
 
     def _make_context(self, budget: int) -> EmbeddingContext:
