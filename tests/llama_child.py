@@ -269,6 +269,9 @@ def rerank_main(payload: dict[str, Any]) -> dict[str, Any]:
         found["facts"][label] = [reranker.kind, reranker.score_scale]
         found["tokens"][label] = reranker.backend.pair_tokens(queries[:1], documents[:1])[0]  # type: ignore[union-attr]
     llm = Reranker(model=payload["rerankers"]["llm"])
+    metadata = llm.backend.model.metadata  # type: ignore[union-attr]
+    found["llm_keys"] = {key: metadata.get(key) for key in payload["llm_keys"]}
+    found["llm_outputs"] = int(library.llama_cpp().llama_model_n_cls_out(llm.backend.model.pointer))  # type: ignore[union-attr]
     found["instructed"] = llm.score_pairs(queries, documents, instruction=payload["instruction"]).tolist()
     found["embedder_kind"] = Reranker(model=payload["embedder"]).kind
     try:

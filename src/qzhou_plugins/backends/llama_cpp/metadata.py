@@ -196,22 +196,24 @@ def rerank_file(path: str, metadata: dict[str, str], context_length: int) -> Rer
 
 
 def _foreign_template(metadata: dict[str, str]) -> Any:
-    """llama.cpp's ``rerank`` prompt as a template: the text before the query, the query to the
-    document (the part cut when too long), the text after; its instruction is fixed in the prompt."""
+    """llama.cpp's ``rerank`` prompt as a template: the lines before the query's, from the query's line
+    to the document (the part cut when too long), the text after; its instruction is fixed in it."""
     from ...config import LlmTemplate
 
     prompt = metadata.get(RERANK_TEMPLATE_KEY, "")
-    labels = json.loads(metadata.get(f"{metadata.get('general.architecture', '')}.classifier.output_labels")
-                        or '["yes", "no"]')  # fmt: skip
-    if "{query}" not in prompt or "{document}" not in prompt or len(labels) != 2:
-        raise ValueError("its rerank prompt has no {query} and {document}, or its head is not yes/no")
-    start, end = prompt.index("{query}"), prompt.index("{document}") + len("{document}")
-    middle = prompt[start + len("{query}") : end - len("{document}")].replace("{", "{{").replace("}", "}}")
+    if "{query}" not in prompt or "{document}" not in prompt:
+        raise ValueError("its rerank prompt has no {query} and {document}")
+    # The body starts at the line of the query (a split at a line start tokenises as the whole prompt
+    # does) and ends with the document; braces around the two fields are literal.
+    start = prompt.rfind("\n", 0, prompt.index("{query}")) + 1
+    end = prompt.index("{document}") + len("{document}")
+    body = prompt[start:end].replace("{", "{{").replace("}", "}}")
+    body = body.replace("{{query}}", "{query}").replace("{{document}}", "{document}")
     return LlmTemplate(
         prefix=prompt[:start],
-        body="{query}" + middle + "{document}",
+        body=body,
         suffix=prompt[end:],
-        yes_token=str(labels[0]),
-        no_token=str(labels[1]),
+        yes_token="yes",  # the head in the file judges (its first output is P(yes)): not read here
+        no_token="no",
         default_instruction="",
     )
