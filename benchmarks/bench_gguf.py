@@ -20,8 +20,8 @@ llama.cpp work never shares a process with the others).
 
 ``--rerankers`` scores, instead, SciFact queries against ten abstracts each with the tests' tiny
 rerankers (a BERT cross-encoder with one segment row, an XLM-RoBERTa one, a Qwen3-Reranker-shaped
-LLM reranker) per type, and prints max |score difference| to the torch reranker (fp32) and the
-share of queries whose ten candidates keep the torch reranker's order.
+LLM reranker) per type, and prints max |score difference| to the torch reranker (fp32), the share of
+queries whose ten candidates keep the torch reranker's order, and of those whose best stays first.
 
     PYTHONPATH=src .venv-llama/bin/python benchmarks/bench_gguf.py [--threads 1] [--texts 200]
         [--types f16,bf16,q8_0,q4_k_m] [--models qwen3,minilm] [--skip-large] [--skip-scifact]
@@ -301,20 +301,20 @@ def compare_rerankers(args: argparse.Namespace, work: Path) -> None:
     for name, source in sources.items():
         reference = run({**base, "model": str(source), "out": str(work / "r-torch.npy")})["vectors"]
         print(f"\n== {name} (tiny, random): {count} SciFact queries x 10 abstracts, {args.threads} threads")
-        print(f"{'':12}{'max |diff|':>11}{'top-10 order kept':>19}{'pairs/s':>9}")
+        print(f"{'':12}{'max |diff|':>11}{'top-10 order kept':>19}{'top-1 kept':>12}{'pairs/s':>9}")
         for gguf_type in args.types:
             path, _ = exported(str(source), work, gguf_type, args.threads)
             found = run({**base, "model": path, "out": str(work / f"r-{gguf_type}.npy")})
             scores = found["vectors"].reshape(count, 10)
             torch_scores = reference.reshape(count, 10)
-            kept = np.mean(
-                [
-                    list(np.argsort(-a)) == list(np.argsort(-b))
-                    for a, b in zip(scores, torch_scores, strict=True)
-                ]
-            )
+            pairs = list(zip(scores, torch_scores, strict=True))
+            kept = np.mean([list(np.argsort(-a)) == list(np.argsort(-b)) for a, b in pairs])
+            first = np.mean([np.argmax(a) == np.argmax(b) for a, b in pairs])
             gap = np.abs(scores - torch_scores).max()
-            print(f"{'GGUF ' + gguf_type:12}{gap:11.2e}{kept:18.0%} {found['pairs_per_s']:9.1f}", flush=True)
+            print(
+                f"{'GGUF ' + gguf_type:12}{gap:11.2e}{kept:18.0%} {first:11.0%} {found['pairs_per_s']:9.1f}",
+                flush=True,
+            )
 
 
 def main() -> None:
