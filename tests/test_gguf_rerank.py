@@ -239,6 +239,18 @@ def test_gguf_rerankers_score_like_the_torch_rerankers(
             assert list(np.argsort(-scores[block])) == list(np.argsort(-torch_scores[block])), label
 
 
+def test_gguf_cross_encoders_score_like_sentence_transformers(
+    child: dict[str, Any], sources: dict[str, str]
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    for label in ("bert", "xlmr"):
+        reference = CrossEncoder(sources[label], device="cpu").predict(
+            list(zip(QUERIES, DOCUMENTS, strict=True))
+        )
+        assert np.abs(np.asarray(child["scores"][label]) - reference).max() <= F16_SCORE_GAP, label
+
+
 def test_the_pairs_are_the_torch_rerankers_tokens(child: dict[str, Any], sources: dict[str, str]) -> None:
     for label in ("bert", "xlmr"):
         ids, _ = Reranker(model=sources[label]).backend._pair_tokens(QUERIES[:1], DOCUMENTS[:1])  # type: ignore[union-attr]
