@@ -26,7 +26,7 @@ from ..backends.llama_cpp import keys
 from ..instructions import published_tasks
 from ._library import gguf
 from .quantize import quantize_file, require_llama_cpp
-from .rerankers import RERANK_POOLING, add_reranker_keys
+from .rerankers import RERANK_POOLING, add_reranker_keys, with_head
 from .source import (
     DECODERS,
     GGUFExportError,
@@ -77,7 +77,7 @@ def export_gguf(
     quantized = gguf_type not in TENSOR_TYPES
     if quantized:
         require_llama_cpp(f"--type {gguf_type}")  # before minutes of work, not after
-    source = read_source(os.fspath(model), family)
+    source = with_head(read_source(os.fspath(model), family), family)
     written = _LOSSLESS.get(source.dtype, "f32") if quantized else gguf_type
     partial = target.with_name(target.name + ".partial")
     try:

@@ -24,7 +24,7 @@ so a BERT cross-encoder whose segment rows differ would score otherwise than tor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from ..backends.llama_cpp import keys
 from ._library import gguf
-from .source import GGUFExportError, read_tensors
+from .source import GGUFExportError, Source, read_tensors
 
 RERANK_POOLING = gguf.PoolingType.RANK
 ROWS = tuple[int, ...]
@@ -52,6 +52,11 @@ class RerankerHead:
     """An LLM reranker's :class:`~qzhou_plugins.config.LlmTemplate`."""
     pair: tuple[int, int, bool] | None = None
     """A cross-encoder's pair layout: (start id, separator id, whether the separator is doubled)."""
+
+
+def with_head(source: Source, family: str | None = None) -> Source:
+    """``source`` with its reranker head read (see :func:`read_head`)."""
+    return replace(source, head=read_head(source.name, source.facts, source.architecture, family))
 
 
 def read_head(model: str, facts: Any, architecture: str, family: str | None = None) -> RerankerHead | None:

@@ -42,7 +42,8 @@ class Source:
     facts: CheckpointFacts
     architecture: str
     head: Any = None
-    """A reranker's :class:`~.rerankers.RerankerHead`; None for an embedder."""
+    """A reranker's :class:`~.rerankers.RerankerHead` (set by :func:`~.rerankers.with_head`); None
+    for an embedder."""
 
     @property
     def kind(self) -> str:
@@ -98,9 +99,7 @@ def read_source(model: str, family: str | None = None) -> Source:
             f"cannot export {model!r} ({facts.family.name} family) to GGUF: its model type "
             f"{model_type!r} is not one this exporter maps to llama.cpp (known: {known}: {SUPPORTED})"
         )
-    from .rerankers import read_head
-
-    source = Source(model, facts, architecture, read_head(model, facts, architecture, family))
+    source = Source(model, facts, architecture)
     _check_supported(source)
     return source
 
@@ -108,7 +107,7 @@ def read_source(model: str, family: str | None = None) -> Source:
 def _check_supported(source: Source) -> None:
     """Refuse what llama.cpp would run with different maths than torch: silently wrong vectors."""
     config, problems = source.config, []
-    if source.facts.defaults["default_pooling"] == "max" and source.head is None:
+    if source.facts.defaults["default_pooling"] == "max":
         problems.append("max pooling (llama.cpp pools by mean, CLS or last token only)")
     if source.architecture in DECODERS:
         rope = getattr(config, "rope_parameters", None) or {}
