@@ -60,13 +60,18 @@ def with_head(source: Source, family: str | None = None) -> Source:
 
 
 def read_head(model: str, facts: Any, architecture: str, family: str | None = None) -> RerankerHead | None:
-    """The reranker head of the checkpoint, None for an embedder; refused where llama.cpp differs, and
-    with an embedder's ``family``."""
+    """The reranker head of the checkpoint, None for an embedder: the torch reranker's rule
+    (:func:`checkpoint_kind`), except that a causal LM exported with an embedder ``family`` is that
+    embedder; refused where llama.cpp differs, and a cross-encoder with a ``family``."""
+    from ..backends.base import ModelLoadError
     from ..backends.local.reranker_loading import checkpoint_kind
     from ..config import RerankerConfig
 
-    kind = checkpoint_kind(RerankerConfig(model=model))
-    if kind == "embedding":
+    try:
+        kind = checkpoint_kind(RerankerConfig(model=model))
+    except ModelLoadError:  # a causal LM with no reranker template: a decoder embedder
+        return None
+    if kind == "embedding" or (kind == "llm" and family is not None):
         return None
     if family is not None:
         raise GGUFExportError(
