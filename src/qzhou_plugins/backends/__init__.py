@@ -31,11 +31,16 @@ def _runtime_for(config: EncoderConfig) -> Backend:
 
 
 def rerank_backend_for(config: RerankerConfig, kind: str) -> RerankBackend:
-    """The pair-scoring runtime of a cross-encoder or LLM reranker: served, or loaded here."""
+    """The pair-scoring runtime of a cross-encoder or LLM reranker: served, a ``.gguf`` file on
+    llama.cpp, or a checkpoint loaded here."""
     if config.base_url is not None:
         from .remote_rerank import RemoteReranker
 
         return RemoteReranker(config)
+    if config.model.lower().endswith(".gguf"):
+        from .llama_cpp.reranking import LlamaCppReranker
+
+        return LlamaCppReranker(config, kind)
     from .local.reranking import LocalReranker
 
     return LocalReranker(config, kind)

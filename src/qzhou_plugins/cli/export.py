@@ -43,6 +43,15 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         default="f16",
         help="weights type (default f16; q4_k_m needs the llama extra: llama.cpp's own quantizer)",
     )
+    from ..families import known_families
+
+    gguf.add_argument(
+        "--family",
+        default=None,
+        choices=list(known_families()),
+        help="the embedder's model family, whose attention, pooling and end token the file is written "
+        "with (default: recognised from the checkpoint; checked against it as family= is)",
+    )
     gguf.add_argument(
         "--threads", type=positive(), default=None, help="threads of the q4_k_m quantizer (default: all)"
     )
@@ -53,8 +62,13 @@ def command_export_gguf(args: argparse.Namespace) -> int:
     """Write the file and say what it is and how to use it."""
     from ..gguf import export_gguf
 
-    path = export_gguf(args.model, args.out, args.gguf_type, threads=args.threads, show_progress=True)
+    path = export_gguf(
+        args.model, args.out, args.gguf_type, threads=args.threads, family=args.family, show_progress=True
+    )
     size = path.stat().st_size / 2**20
     print(f"Wrote {path} ({args.gguf_type}, {size:,.1f} MiB).")
-    print(f"Use it as any model: {PROG} query ... --model {path}, or Encoder(model={str(path)!r}).")
+    print(
+        f"Use it as any model: {PROG} query ... --model {path}, or Encoder(model={str(path)!r}); a "
+        f"reranker's file: --rerank-model {path}, or Reranker(model={str(path)!r})."
+    )
     return 0

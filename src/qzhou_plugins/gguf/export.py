@@ -26,6 +26,7 @@ from ..backends.llama_cpp import keys
 from ..instructions import published_tasks
 from ._library import gguf
 from .quantize import quantize_file, require_llama_cpp
+from .rerankers import RERANK_POOLING, add_reranker_keys, with_head
 from .source import (
     DECODERS,
     GGUFExportError,
@@ -50,12 +51,16 @@ def export_gguf(
     gguf_type: str = "f16",
     *,
     threads: int | None = None,
+    family: str | None = None,
     show_progress: bool = False,
 ) -> Path:
     """Export ``model`` (a folder, a hub id or the demo model) to the GGUF file ``out`` as ``gguf_type``.
 
     f16, bf16 and q8_0 are written here with the ``gguf`` package; q4_k_m is llama.cpp's quantizer
-    (the ``llama`` extra) run on a lossless file written first. Returns the path written.
+    (the ``llama`` extra) run on a lossless file written first. ``family`` is an embedder's family
+    (None: recognised from the checkpoint), checked against the checkpoint as ``family=`` is. A
+    cross-encoder or LLM reranker is written for llama.cpp's rank pooling (:mod:`.rerankers`).
+    Returns the path written.
     """
     if gguf_type not in keys.EXPORT_TYPES:
         raise GGUFExportError(
@@ -72,7 +77,7 @@ def export_gguf(
     quantized = gguf_type not in TENSOR_TYPES
     if quantized:
         require_llama_cpp(f"--type {gguf_type}")  # before minutes of work, not after
-    source = read_source(os.fspath(model))
+    source = with_head(read_source(os.fspath(model), family), family)
     written = _LOSSLESS.get(source.dtype, "f32") if quantized else gguf_type
     partial = target.with_name(target.name + ".partial")
     try:
@@ -93,10 +98,16 @@ def write_file(source: Source, path: Path, gguf_type: str, *, show_progress: boo
     """Metadata, tokenizer and tensors of ``source`` in ``path``, one tensor in memory at a time."""
     found = tensor_names(source.facts.path)
     blocks = int(source.config.num_hidden_layers)
-    planned = plan_tensors(source.architecture, blocks, found, gguf_type)
+    head = source.head
+    planned = plan_tensors(source.architecture, blocks, found, gguf_type, head.renames if head else None)
     writer = gguf.GGUFWriter(path, source.architecture)
     _add_model_keys(writer, source, gguf_type)
-    _add_our_keys(writer, source)
+    if head is None:
+        _add_our_keys(writer, source)
+    else:
+        add_reranker_keys(writer, head)
+        writer.add_string(keys.SOURCE_MODEL, portable_name(source.name))
+        writer.add_string(keys.SOURCE_FINGERPRINT, json.dumps(source.fingerprint()))
     add_vocabulary(writer, source)
     for tensor in planned:
         writer.add_tensor_info(tensor.name, tensor.shape, np.dtype(np.float32), tensor.nbytes, tensor.qtype)
@@ -106,7 +117,8 @@ def write_file(source: Source, path: Path, gguf_type: str, *, show_progress: boo
     arrays = read_tensors([(tensor.source, tensor.file) for tensor in planned])
     try:
         progress = tqdm(zip(planned, arrays, strict=False), total=len(planned), disable=not show_progress)
-        for tensor, data in progress:
+        for tensor, whole in progress:
+            data = tensor.select(whole)
             if tuple(data.shape) != tensor.shape:
                 raise GGUFExportError(
                     f"tensor {tensor.source} has shape {data.shape}, its header says {tensor.shape}"
@@ -128,7 +140,8 @@ def _add_model_keys(writer: gguf.GGUFWriter, source: Source, gguf_type: str) -> 
     writer.add_feed_forward_length(int(config.intermediate_size))
     writer.add_head_count(int(config.num_attention_heads))
     writer.add_causal_attention(source.architecture in DECODERS and not source.facts.bidirectional)
-    writer.add_pooling_type(POOLING_TYPES[defaults["default_pooling"]])
+    pooling = RERANK_POOLING if source.head else POOLING_TYPES[defaults["default_pooling"]]
+    writer.add_pooling_type(pooling)
     if source.architecture in DECODERS:
         writer.add_head_count_kv(int(config.num_key_value_heads))
         writer.add_rope_freq_base(rope_theta(config))

@@ -18,14 +18,14 @@ import numpy as np
 
 from ..backends.local.loading import CheckpointFacts, read_checkpoint, resolve_model_path
 
-ARCHITECTURES = {"qwen2": "qwen2", "qwen3": "qwen3", "bert": "bert"}
+ARCHITECTURES = {"qwen2": "qwen2", "qwen3": "qwen3", "bert": "bert", "xlm-roberta": "bert"}
 """Source ``model_type`` -> the llama.cpp architecture that runs it with the same maths."""
 DECODERS = frozenset({"qwen2", "qwen3"})
 """The llama.cpp architectures above that are decoders (RoPE, RMS norm, grouped key/value heads)."""
 SUPPORTED = (
     "QZhou, gte-Qwen2 and other Qwen2-shaped decoders; Qwen3-Embedding and other Qwen3-shaped "
     "decoders; BERT-style encoders and their sentence-transformers folders (MiniLM, BGE, E5, Nomic's "
-    "BERT-shaped ones)"
+    "BERT-shaped ones); BERT and XLM-RoBERTa cross-encoders; Qwen3-Reranker"
 )
 """What the exporter takes, for the message that refuses anything else."""
 
@@ -41,6 +41,14 @@ class Source:
     name: str
     facts: CheckpointFacts
     architecture: str
+    head: Any = None
+    """A reranker's :class:`~.rerankers.RerankerHead` (set by :func:`~.rerankers.with_head`); None
+    for an embedder."""
+
+    @property
+    def kind(self) -> str:
+        """``embedding``, ``cross-encoder`` or ``llm``."""
+        return "embedding" if self.head is None else str(self.head.kind)
 
     @property
     def config(self) -> Any:
@@ -62,6 +70,7 @@ class Source:
             "pooling": self.facts.defaults["default_pooling"],
             "max_length": self.facts.defaults["default_max_length"],
             "family": self.facts.family.name,
+            "kind": self.kind,
         }
 
 
@@ -72,13 +81,14 @@ def portable_name(model: str) -> str:
     return str(local.resolve()) if local.is_dir() else model
 
 
-def read_source(model: str) -> Source:
-    """The checkpoint named ``model`` (a folder, a hub id or the demo model), refused with a clear
-    error when llama.cpp has no architecture with the same maths."""
+def read_source(model: str, family: str | None = None) -> Source:
+    """The checkpoint named ``model`` (a folder, a hub id or the demo model) as the embedder ``family``
+    (None: recognised), refused with a clear error when llama.cpp has no architecture with the same
+    maths."""
     from ..backends.base import ModelLoadError
 
     try:
-        facts = read_checkpoint(model, resolve_model_path(model))
+        facts = read_checkpoint(model, resolve_model_path(model), family=family)
     except ModelLoadError as error:
         raise GGUFExportError(str(error)) from error
     model_type = facts.hf_config.model_type

@@ -9,6 +9,7 @@ rows do not split into Q8_0 blocks falls back to f16 rather than failing.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,10 +45,16 @@ class PlannedTensor:
     name: str
     shape: tuple[int, ...]
     qtype: gguf.GGMLQuantizationType
+    rows: tuple[int, ...] | None = None
+    """The source rows kept, in this order (a reranker's yes/no head, XLM-R's positions); None: all."""
 
     @property
     def nbytes(self) -> int:
         return math.prod(gguf.quant_shape_to_byte_shape(self.shape, self.qtype))
+
+    def select(self, data: np.ndarray) -> np.ndarray:
+        """The rows of the source tensor this tensor keeps."""
+        return data if self.rows is None else data[list(self.rows)]
 
     def encode(self, data: np.ndarray) -> np.ndarray:
         """``data`` (float32) in this tensor's type, as the bytes the file holds."""
@@ -55,18 +62,34 @@ class PlannedTensor:
 
 
 def plan_tensors(
-    architecture: str, blocks: int, found: dict[str, tuple[Path, tuple[int, ...]]], gguf_type: str
+    architecture: str,
+    blocks: int,
+    found: dict[str, tuple[Path, tuple[int, ...]]],
+    gguf_type: str,
+    renames: Mapping[str, tuple[str, tuple[int, ...] | None]] | None = None,
 ) -> list[PlannedTensor]:
     """The file's tensors from the checkpoint's, every one accounted for: an unknown tensor is an
-    error, since dropping it silently could change the vectors."""
+    error, since dropping it silently could change the vectors. ``renames`` (a reranker's head)
+    gives a source tensor the name to map it by, and the rows to keep; a renamed tensor that is
+    also a tensor of the model's own (a tied head) is written under both names."""
     names = gguf.get_tensor_name_map(_ARCHITECTURES[architecture], blocks)
     kept_f32 = {gguf.TENSOR_NAMES[kind] for kind in _KEPT_F32}
+    renames = renames or {}
     planned, unknown = [], []
-    for source, (file, shape) in found.items():
-        canonical = _canonical(architecture, source)
-        if canonical.startswith(_UNUSED):
+    entries = [(source, _canonical(architecture, source), None) for source in found]
+    for source, (target, rows) in renames.items():
+        if not source.endswith("embed_tokens.weight"):  # a tied head is the embedding too: kept
+            entries = [entry for entry in entries if entry[0] != source]
+        entries.append((source, target, rows))
+    for source, canonical, rows in entries:
+        file, shape = found[source]
+        if rows is not None:
+            shape = (len(rows), *shape[1:])
+        if canonical.startswith(_UNUSED) and rows is None:
             continue
         mapped = names.get_type_and_name(canonical, try_suffixes=(".weight", ".bias"))
+        if mapped is None and rows is not None and canonical.split(".")[0] == "cls":
+            mapped = (None, canonical)  # already llama.cpp's name (a yes/no head's cls.output)
         if mapped is None:
             unknown.append(source)
             continue
@@ -78,7 +101,7 @@ def plan_tensors(
         block = gguf.GGML_QUANT_SIZES[qtype][0]
         if shape[-1] % block:
             qtype = gguf.GGMLQuantizationType.F16
-        planned.append(PlannedTensor(source, file, name, shape, qtype))
+        planned.append(PlannedTensor(source, file, name, shape, qtype, rows))
     if unknown:
         shown = ", ".join(sorted(unknown)[:6]) + (f" (+{len(unknown) - 6} more)" if len(unknown) > 6 else "")
         raise GGUFExportError(
@@ -93,7 +116,7 @@ def _canonical(architecture: str, name: str) -> str:
     without ``bert.``, LayerNorm's old gamma/beta as weight/bias."""
     if architecture in DECODERS:
         return name if name.startswith(("model.", "lm_head.")) else f"model.{name}"
-    name = name.removeprefix("bert.")
+    name = name.removeprefix("bert.").removeprefix("roberta.")
     if name.endswith(".gamma"):
         return name.removesuffix(".gamma") + ".weight"
     if name.endswith(".beta"):

@@ -16,6 +16,7 @@ import json
 
 from ..backends.llama_cpp import keys
 from ._library import gguf
+from .rerankers import add_pair_tokens
 from .source import DECODERS, GGUFExportError, Source
 
 WORD_START = "\u2581"
@@ -73,6 +74,8 @@ def add_vocabulary(writer: gguf.GGUFWriter, source: Source) -> None:
             "at most one before and one after"
         )
     decoder = source.architecture in DECODERS
+    if source.kind == "llm":
+        prefix, suffix = [], []  # the template frames every pair; nothing is added around it
     special = gguf.SpecialVocab(source.facts.path, load_merges=decoder, n_vocab=len(tokens))
     if decoder:
         writer.add_tokenizer_model("gpt2")
@@ -96,6 +99,8 @@ def add_vocabulary(writer: gguf.GGUFWriter, source: Source) -> None:
         special.special_token_ids.pop("eos", None)
         special.special_token_ids.pop("cls", None)  # written as bos; the gguf package has no cls key
         special.add_special_token = {"bos": bool(prefix), "sep": bool(suffix)}
+        if source.kind == "cross-encoder":
+            add_pair_tokens(special, source.head)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special.add_to_gguf(writer, quiet=True)

@@ -37,7 +37,9 @@ def detect_kind(config: RerankerConfig) -> str:
     if config.kind is not None:
         return config.kind
     if gguf:
-        return "embedding"  # GGUF rerankers are not supported: a GGUF file is an embedder
+        from ..backends.llama_cpp.reranking import gguf_kind
+
+        return gguf_kind(config)  # a reranker's file by its rank pooling, else an embedder's
     if config.base_url is not None:
         from ..backends.remote_rerank import served_kind
 

@@ -30,8 +30,10 @@ class PairCounter:
         self.max_length = reranker.facts.max_length
         self.encoder = reranker.encoder
         self.template: LlmTemplate | None = None
-        if reranker.backend is not None:
-            backend: Any = reranker.backend  # a served reranker is a local one (LocalReranker)
+        # A GGUF reranker on llama.cpp runs every pair whole, as its pair_tokens builds it.
+        self.whole_pairs = getattr(reranker.backend, "pair_tokens", None)
+        if reranker.backend is not None and self.whole_pairs is None:
+            backend: Any = reranker.backend  # a local one (LocalReranker)
             loaded = backend.loaded
             with loaded.tokenizer_lock:
                 self.tokenizer = Tokenizer.from_str(loaded.pair_tokenizer.to_str())
@@ -46,6 +48,8 @@ class PairCounter:
         if self.encoder is not None:  # a served embedding model: the texts of each pair apart
             counted = self.encoder.backend.count_tokens([query, *documents]) or []
             return sum(min(n, self.max_length) for n in counted)
+        if self.whole_pairs is not None:
+            return sum(len(row) for row in self.whole_pairs([query] * len(documents), documents, instruction))
         if self.template is None:
             encodings = self.tokenizer.encode_batch([query, *documents], add_special_tokens=False)
             lengths = [len(encoding.ids) for encoding in encodings]

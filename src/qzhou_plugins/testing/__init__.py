@@ -15,6 +15,7 @@ from .build import (
     build_qzhou_checkpoint,
     build_tiny_checkpoint,
     build_xlmr_cross_encoder_checkpoint,
+    one_segment_cross_encoder,
     save_sentence_transformers_files,
 )
 from .table import TINY_MODELS, DecoderSizes, QZhouSizes, SentenceTransformersFiles, Sizes, TinyModel
@@ -42,6 +43,7 @@ __all__ = [
     "build_qzhou_checkpoint",
     "build_tiny_checkpoint",
     "build_xlmr_cross_encoder_checkpoint",
+    "one_segment_cross_encoder",
     "save_qwen_tokenizer",
     "save_sentence_transformers_files",
     "save_xlmr_style_tokenizer",

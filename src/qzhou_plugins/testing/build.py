@@ -188,3 +188,20 @@ def build_xlmr_cross_encoder_checkpoint(
     tokenizer of :func:`~.tokenizer_files.save_xlmr_style_tokenizer` (a real vocabulary, not XLM-R's
     own; sizes: :data:`~.table.ENCODER_SIZES`)."""
     return build_tiny_checkpoint("xlmr-cross-encoder", directory, wordpiece_directory, **sizes)
+
+
+def one_segment_cross_encoder(source: str | Path, directory: str | Path) -> Path:
+    """A copy of the BERT cross-encoder ``source`` whose second segment row equals its first: the
+    cross-encoder llama.cpp computes alike (it gives every token segment 0), so its GGUF export is
+    not refused."""
+    import shutil
+
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file as save_numpy
+
+    out = Path(shutil.copytree(source, directory))
+    tensors = load_file(str(out / "model.safetensors"))
+    table = tensors["bert.embeddings.token_type_embeddings.weight"]
+    table[1:] = table[0]
+    save_numpy(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out

@@ -24,21 +24,26 @@ import numpy as np
 from ..base import ModelLoadError
 from .library import GGUFModel, captured_log, llama_cpp
 
-POOLING_TYPES = {"mean": 1, "cls": 2, "last": 3}
-"""Our pooling names -> ``enum llama_pooling_type`` (llama.cpp has no max pooling)."""
+POOLING_TYPES = {"mean": 1, "cls": 2, "last": 3, "rank": 4}
+"""Our pooling names -> ``enum llama_pooling_type`` (llama.cpp has no max pooling; rank is a
+reranker's head: its outputs, not a vector)."""
 _REPORTED_CAUSAL = re.compile(r"causal_attn\s*=\s*(\d)")
 
 
 class EmbeddingContext:
     """A context of ``model`` for batches of up to ``budget`` tokens (see the module docstring)."""
 
-    def __init__(self, model: GGUFModel, *, budget: int, threads: int, pooling: str, causal: bool) -> None:
+    def __init__(
+        self, model: GGUFModel, *, budget: int, threads: int, pooling: str, causal: bool, width: int = 0
+    ) -> None:
         if pooling not in POOLING_TYPES:
             raise ValueError(f"llama.cpp pools by {', '.join(POOLING_TYPES)}, not {pooling!r}")
         library = llama_cpp()
         self._library = library
         self.model = model
         self.budget = budget
+        self.width = width or model.dimension
+        """Floats per sequence: the vector, or a reranker's outputs (``llama_model_n_cls_out``)."""
         self.max_sequences = min(budget, int(library.llama_max_parallel_sequences()))
         params = library.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = budget
@@ -79,7 +84,7 @@ class EmbeddingContext:
             raise ModelLoadError(f"llama.cpp pools {self.model.path} with type {actual}, not {pooling}")
 
     def embed(self, sequences: list[list[int]]) -> np.ndarray:
-        """One pooled float32 row per token sequence, all of them in one decode."""
+        """One pooled float32 row per token sequence (:attr:`width` floats), all in one decode."""
         total = sum(len(tokens) for tokens in sequences)
         if total > self.budget or len(sequences) > self.max_sequences:
             raise ValueError(
@@ -105,10 +110,10 @@ class EmbeddingContext:
                 raise RuntimeError(
                     f"llama.cpp could not run a batch of {len(sequences)} texts (status {status})"
                 )
-            rows = np.empty((len(sequences), self.model.dimension), dtype=np.float32)
+            rows = np.empty((len(sequences), self.width), dtype=np.float32)
             for sequence in range(len(sequences)):
                 pointer = library.llama_get_embeddings_seq(self.pointer, sequence)
-                rows[sequence] = np.ctypeslib.as_array(pointer, shape=(self.model.dimension,))
+                rows[sequence] = np.ctypeslib.as_array(pointer, shape=(self.width,))
         return rows
 
     def __del__(self) -> None:

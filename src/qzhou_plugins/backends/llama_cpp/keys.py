@@ -13,14 +13,18 @@ This module is plain data: the exporter (which needs only the ``gguf`` package) 
 
 from __future__ import annotations
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Bumped when the meaning of a key changes; a newer file is refused with a message to upgrade.
 
 2: :data:`FAMILY` names a family record (:mod:`qzhou_plugins.families`), whose task tables and
 template a reader rebuilds from the name; version 1 knew only ``qzhou``, ``decoder`` and ``bert``, and
 read the template from the file. A file of one of those three families is still written as version
 1 (a reader of version 1 reads it right); any other family's file as 2, so that a reader of version
-1 refuses it instead of giving it QZhou's task instructions."""
+1 refuses it instead of giving it QZhou's task instructions.
+
+3: a reranker's file (:data:`RERANK_KIND`, rank pooling); earlier readers would embed with it."""
+EMBEDDER_FORMAT_VERSION = 2
+"""The version an embedder's file of a family beyond version 1's is written as."""
 VERSION_1_FAMILIES = frozenset({"qzhou", "decoder", "bert"})
 
 FORMAT = "qzhou.format_version"
@@ -44,6 +48,14 @@ POOLING = "qzhou.pooling"
 SOURCE_MODEL = "qzhou.source.model"
 """The model name the file was exported from, as given: what a Chroma collection records."""
 SOURCE_FINGERPRINT = "qzhou.source.fingerprint"
+RERANK_KIND = "qzhou.rerank.kind"
+"""``cross-encoder`` or ``llm``: the file scores pairs (rank pooling) and embeds nothing."""
+RERANK_ACTIVATION = "qzhou.rerank.activation"
+"""A cross-encoder's score function as sentence-transformers saved it (``sigmoid``, ``identity``):
+the file's rank pooling gives the logit, and llama.cpp's server returns it as it is."""
+RERANK_TEMPLATE = "qzhou.rerank.template"
+"""JSON object: an LLM reranker's whole template (:class:`~qzhou_plugins.config.LlmTemplate`), so
+that an instruction other than the default reaches it (llama.cpp's ``rerank`` template has it fixed)."""
 """JSON object: the source's name, architectures, dtype, attention, pooling and length."""
 
 GGUF_FILE_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15, "bf16": 32}
@@ -65,7 +77,7 @@ bf16), nor q8_0 or q4_k_m."""
 
 def format_version(family: str) -> int:
     """The lowest format version that reads a file of ``family`` right (see :data:`FORMAT_VERSION`)."""
-    return 1 if family in VERSION_1_FAMILIES else FORMAT_VERSION
+    return 1 if family in VERSION_1_FAMILIES else EMBEDDER_FORMAT_VERSION
 
 
 def type_name(file_type: int) -> str:

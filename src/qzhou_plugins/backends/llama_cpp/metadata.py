@@ -50,7 +50,11 @@ def describe(path: str, metadata: dict[str, str], context_length: int) -> FileFa
     architecture = metadata.get("general.architecture", "")
     causal = metadata.get(f"{architecture}.attention.causal")
     bidirectional = architecture in ENCODER_ARCHITECTURES if causal is None else causal == "false"
-    family = metadata.get(keys.FAMILY) or ("bert" if architecture in ENCODER_ARCHITECTURES else "decoder")
+    family = (
+        metadata.get(keys.FAMILY)
+        or recognised_family(metadata)
+        or ("bert" if architecture in ENCODER_ARCHITECTURES else "decoder")
+    )
     pooling = metadata.get(keys.POOLING) or _POOLING_NAMES.get(
         metadata.get(f"{architecture}.pooling_type", "")
     )
@@ -66,11 +70,31 @@ def describe(path: str, metadata: dict[str, str], context_length: int) -> FileFa
     )
 
 
+def recognised_family(metadata: dict[str, str]) -> str | None:
+    """The family of a file from llama.cpp's own converter, from what it writes (it records no family):
+    a Qwen3 that pools the last token, appending its end token to every text, is a Qwen3-Embedding
+    (``conversion/qwen.py``: pooling from the folder's sentence-transformers Pooling module, the end
+    token from its tokenizer's post-processor); a BERT that pools [CLS] is a BGE-style BERT. None:
+    nothing recognised (a Qwen3 with no end token appended would not read its vectors where the
+    family does)."""
+    architecture = metadata.get("general.architecture", "")
+    pooling = _POOLING_NAMES.get(metadata.get(f"{architecture}.pooling_type", ""))
+    if (
+        architecture == "qwen3"
+        and pooling == "last"
+        and metadata.get("tokenizer.ggml.add_eos_token") == "true"
+    ):
+        return "qwen3-embedding"
+    if architecture == "bert" and pooling == "cls":
+        return "bert"
+    return None
+
+
 def _prompt_style(path: str, metadata: dict[str, str], family: str) -> PromptStyle:
-    """The prompt style of the file's family with the saved prompts it records; none (no
-    instructions) for a file from elsewhere, which records no family."""
+    """The prompt style of the file's family with the saved prompts it records; a family recognised in
+    a file from elsewhere gets its record's; an unknown one none (no instructions)."""
     if keys.FAMILY not in metadata:
-        return PromptStyle()
+        return family_named(family).prompt_style() if recognised_family(metadata) else PromptStyle()
     try:
         record = family_named(family)
     except UnknownFamilyError:
@@ -119,4 +143,77 @@ def with_family(path: str, facts: FileFacts, metadata: dict[str, str], requested
         prompt_style=record.prompt_style(),
         bidirectional=record.bidirectional or backbone == "encoder",
         pooling=pooled or record.pooling,
+    )
+
+
+RANK_POOLING = "4"
+"""``enum llama_pooling_type`` of a reranker's file: its head scores a pair, it embeds nothing."""
+RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
+"""Where llama.cpp's converter puts an LLM reranker's prompt, with ``{query}`` and ``{document}``."""
+
+
+@dataclass(frozen=True)
+class RerankFile:
+    """How to score pairs with one GGUF reranker, as its metadata says."""
+
+    kind: str
+    activation: str
+    """Applied to the file's first output: ``sigmoid`` or ``identity`` (the logit as it is)."""
+    template: Any
+    """An LLM reranker's :class:`~qzhou_plugins.config.LlmTemplate`, else None."""
+    max_length: int
+    source_model: str | None
+
+
+def is_reranker(metadata: dict[str, str]) -> bool:
+    """Whether the file scores pairs (rank pooling) rather than embedding texts."""
+    architecture = metadata.get("general.architecture", "")
+    return keys.RERANK_KIND in metadata or metadata.get(f"{architecture}.pooling_type") == RANK_POOLING
+
+
+def rerank_file(path: str, metadata: dict[str, str], context_length: int) -> RerankFile:
+    """The facts of a reranker's file: ours, or from llama.cpp's keys alone for a file from elsewhere
+    (a ``rerank`` prompt means an LLM reranker; a cross-encoder's saved activation is unknown there,
+    so its scores are the logits llama.cpp's server returns)."""
+    from ...config import LlmTemplate
+
+    kind = metadata.get(keys.RERANK_KIND) or ("llm" if RERANK_TEMPLATE_KEY in metadata else "cross-encoder")
+    template = None
+    if kind == "llm":
+        saved = metadata.get(keys.RERANK_TEMPLATE)
+        try:
+            template = LlmTemplate.model_validate_json(saved) if saved else _foreign_template(metadata)
+        except ValueError as error:
+            raise ModelLoadError(f"{path} has no usable LLM reranker template: {error}") from error
+    activation = metadata.get(keys.RERANK_ACTIVATION) or ("sigmoid" if kind == "llm" else "identity")
+    return RerankFile(
+        kind=kind,
+        activation=activation,
+        template=template,
+        max_length=min(int(metadata.get(keys.MAX_LENGTH) or context_length), context_length),
+        source_model=metadata.get(keys.SOURCE_MODEL) or None,
+    )
+
+
+def _foreign_template(metadata: dict[str, str]) -> Any:
+    """llama.cpp's ``rerank`` prompt as a template: the lines before the query's, from the query's line
+    to the document (the part cut when too long), the text after; its instruction is fixed in it."""
+    from ...config import LlmTemplate
+
+    prompt = metadata.get(RERANK_TEMPLATE_KEY, "")
+    if "{query}" not in prompt or "{document}" not in prompt:
+        raise ValueError("its rerank prompt has no {query} and {document}")
+    # The body starts at the line of the query (a split at a line start tokenises as the whole prompt
+    # does) and ends with the document; braces around the two fields are literal.
+    start = prompt.rfind("\n", 0, prompt.index("{query}")) + 1
+    end = prompt.index("{document}") + len("{document}")
+    body = prompt[start:end].replace("{", "{{").replace("}", "}}")
+    body = body.replace("{{query}}", "{query}").replace("{{document}}", "{document}")
+    return LlmTemplate(
+        prefix=prompt[:start],
+        body=body,
+        suffix=prompt[end:],
+        yes_token="yes",  # the head in the file judges (its first output is P(yes)): not read here
+        no_token="no",
+        default_instruction="",
     )

@@ -26,7 +26,7 @@ from ..base import BackendFacts, ModelLoadError, chosen_max_length, unit_rows, w
 from .context import EmbeddingContext
 from .keys import vector_family
 from .library import GGUFModel, llama_cpp, load_model
-from .metadata import FileFacts, describe, with_family
+from .metadata import FileFacts, describe, is_reranker, with_family
 from .tokens import Tokenizer
 
 DEFAULT_BATCH_TOKENS = 1024
@@ -44,6 +44,11 @@ class LlamaCppBackend:
             raise ModelLoadError(f"GGUF file {config.model!r} does not exist")
         self.config = config
         self.model: GGUFModel = load_model(path, _gpu_layers(config.device))
+        if is_reranker(self.model.metadata):
+            raise ModelLoadError(
+                f"{config.model!r} is a reranker's GGUF file (rank pooling): it scores pairs and embeds "
+                "nothing; use it as Reranker(model=...) or --rerank-model"
+            )
         described = describe(str(path), self.model.metadata, self.model.context_length)
         self.file: FileFacts = with_family(str(path), described, self.model.metadata, config.family)
         self.max_length: int = chosen_max_length(
