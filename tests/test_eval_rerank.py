@@ -277,7 +277,8 @@ def test_eval_rerank_scores_with_the_reranker_alone(
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert set(encoder_module._shared) == encoders_before  # no embedder was loaded
-    assert f"model {tiny_cross_encoder_path} (cross-encoder, probability scores), task none" in printed.out
+    scorer = f"model {tiny_cross_encoder_path} (cross-encoder, probability scores) on cpu, float32, task none"
+    assert scorer in printed.out
     figures = [
         average_precision_and_reciprocal_rank(
             score_candidates(cross_encoder, s["query"], s["positive"] + s["negative"]), len(s["positive"])

@@ -123,7 +123,9 @@ def test_a_collection_made_in_fp32_takes_bf16_queries_as_one_vector_family(
     made = QZhouCollection.open("tea", path=tmp_path, model=DEMO_MODEL, dtype="float32")
     made.add(TEXTS, ids=[f"t{i}" for i in range(len(TEXTS))])
     monkeypatch.setenv(CPU_BF16_VARIABLE, "1")
-    reopened = QZhouCollection.open("tea", path=tmp_path, dtype="auto")
+    # A batch budget no other test uses: a shared encoder of its own, made now, on the bf16 path (the
+    # precision is chosen when an encoder is made; the session's shared ones were made in fp32).
+    reopened = QZhouCollection.open("tea", path=tmp_path, dtype="auto", batch_tokens=2048)
     assert reopened.encoder.dtype == torch.bfloat16
     assert reopened.count() == len(TEXTS)
     [result] = reopened.query("water temperature for green tea", n_results=2)
