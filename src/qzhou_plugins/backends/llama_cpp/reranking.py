@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ...config import RerankerConfig
 from ...rerank.formats import score_scale
 from ..base import ModelLoadError, RerankerFacts, chosen_max_length, warn_truncated
+from . import keys
 from .context import EmbeddingContext
 from .library import llama_cpp, load_model
 from .metadata import RerankFile, is_reranker, rerank_file
@@ -128,6 +129,7 @@ class LlamaCppReranker:
                 "max_length": str(self.max_length),
             },
             instructed=kind == "llm",
+            runtime=f"llama.cpp, {keys.type_name(int(self.model.metadata.get('general.file_type', '-1')))}",
         )
 
     @property

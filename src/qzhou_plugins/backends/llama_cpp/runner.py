@@ -109,6 +109,7 @@ class LlamaCppBackend:
             },
             source_model=self.file.source_model,
             vector_family=vector_family(self.file.gguf_type),
+            runtime=f"llama.cpp, {self.file.gguf_type}",
         )
 
     @property
