@@ -79,6 +79,9 @@ LONGEST_FIRST = [
     "test_llama_server.py",
     "test_retrievers.py",
     "test_chroma_server.py",
+    "test_sync.py",
+    "test_gguf_rerank.py",
+    "test_precision.py",
 ]
 """The modules that take longest (``--durations``), in that order: a worker takes them first, so the
 run does not end with one worker idle while the other is still in a long module."""
